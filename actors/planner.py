@@ -1,0 +1,128 @@
+"""The Planner: owns each job's search tree and decides the next step.
+
+It starts a :class:`~agent_policies.search.Search` when a job's perception arrives, turns each
+reflection into the next action (run a tool wave, roll back, re-plan, finish) and publishes
+``ExecuteStep`` or ``JobFinished``. Job state lives here, so one Planner serves a bus (several
+would need jobs partitioned by id). Duplicate deliveries are recognised by the search and ignored.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import structlog
+
+from actors.base import Actor
+from agent_policies.registry import DEFAULT_PLANNING, PLANNING, REFLECTION
+from agent_policies.search import Budget, Execute, Finish, Search
+from bus.base import Delivery
+from bus.messages import ExecuteStep, JobFinished, JobProgress, Perceived, Reflected, Subjects
+from toolbox.base import tools_for
+
+log = structlog.get_logger(__name__)
+
+
+class Planner(Actor):
+    name = "planner"
+    subjects = (Subjects.PLAN,)
+    group = "planner"
+    concurrency = 1  # decisions are cheap; one at a time keeps job state simple
+
+    def __init__(self, bus: Any, blobs: Any) -> None:
+        super().__init__(bus, blobs)
+        self.searches: dict[str, Search] = {}
+        self._reflection: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+
+    async def handle(self, delivery: Delivery) -> None:
+        match delivery.message:
+            case Perceived(job=job) as p if job:
+                if job in self.searches:
+                    return  # redelivered perception: the search is already running
+                options = dict(p.options)
+                reflection_name = str(options.get("reflection", "threshold"))
+                planner = PLANNING.get(p.policy or DEFAULT_PLANNING)
+                reflection = REFLECTION.get(reflection_name)
+                search = Search(
+                    image=p.image,
+                    levels=p.levels,
+                    scores=p.scores,
+                    planner=planner,
+                    reflection=reflection,
+                    tools=_tool_lister(options),
+                    budget=Budget.from_options(options),
+                    seed=zlib.crc32(job.encode()),
+                )
+                self.searches[job] = search
+                self._reflection[job] = reflection_name
+                self._started[job] = time.perf_counter() - p.seconds
+                search.trace["perception_seconds"] = round(p.seconds, 4)
+                action = search.start()
+                await self._progress(job, "planned", " -> ".join(search.trace["plan"]) or "nothing to do", search)
+                await self._act(job, search, action, delivery)
+            case Reflected(job=job) as r:
+                search = self.searches.get(job)
+                if search is None:
+                    log.info("planner.unknown_job", job=job)  # finished already: a duplicate
+                    return
+                rollbacks = search.rollbacks
+                action = search.on_reflected(r.node, r.subtask, r.candidates, r.verdict, r.best)
+                if action is None:
+                    return
+                if search.rollbacks > rollbacks:
+                    await self._progress(job, "rollback", f"{r.subtask} failed at node {r.node}; re-planning", search)
+                await self._act(job, search, action, delivery)
+            case other:
+                raise TypeError(f"planner cannot handle {type(other).__name__}")
+
+    async def _act(self, job: str, search: Search, action: Execute | Finish, delivery: Delivery) -> None:
+        if isinstance(action, Execute):
+            await self._progress(job, "executing", f"{action.subtask}: {', '.join(action.tools)}", search)
+            await self.bus.publish(
+                Subjects.EXECUTE,
+                ExecuteStep(
+                    job=job,
+                    node=action.node,
+                    subtask=action.subtask,
+                    image=action.image,
+                    tools=action.tools,
+                    remaining=action.remaining,
+                    prior=action.prior,
+                    reflection=self._reflection[job],
+                ),
+                correlation_id=job,
+                cause=delivery.envelope.id,
+            )
+            return
+        trace = search.trace
+        trace["seconds"] = round(time.perf_counter() - self._started.pop(job), 4)
+        del self.searches[job]
+        self._reflection.pop(job, None)
+        log.info("job.planned_finish", job=job, status=action.status, tool_calls=search.tool_calls, rollbacks=search.rollbacks)
+        await self.bus.publish(Subjects.EVENTS, JobFinished(job=job, result=action.image, trace=trace), correlation_id=job, cause=delivery.envelope.id)
+
+    async def _progress(self, job: str, stage: str, detail: str, search: Search) -> None:
+        await self.bus.publish(Subjects.EVENTS, JobProgress(job=job, stage=stage, detail=detail, tool_calls=search.tool_calls), correlation_id=job)
+
+    async def on_failure(self, exc: Exception, delivery: Delivery) -> None:
+        job = getattr(delivery.message, "job", "")
+        self.searches.pop(job, None)  # a job whose search broke is over; do not leak its state
+        self._reflection.pop(job, None)
+        self._started.pop(job, None)
+        await super().on_failure(exc, delivery)
+
+
+def _tool_lister(options: dict[str, Any]):  # noqa: ANN202
+    """Tools per subtask, optionally restricted by the job's ``tools`` option ({subtask: [names]})."""
+    override = options.get("tools") or {}
+    if not isinstance(override, dict):
+        raise ValueError("job option 'tools' must map a subtask to a list of tool names")
+
+    def lister(subtask: str) -> list[str]:
+        if subtask in override:
+            return [str(t) for t in override[subtask]]
+        return tools_for(subtask)
+
+    return lister

@@ -1,0 +1,54 @@
+"""Planning policies: order the subtasks of a job and choose which tools to try first."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a planner may look at: the perception of the job's input and the tools on offer.
+
+    ``seed`` makes randomised policies reproducible per job. ``tools`` maps each subtask
+    (degradation name) to the registered tools treating it, in registry order.
+    """
+
+    levels: Mapping[str, str]
+    scores: Mapping[str, float]
+    tools: Mapping[str, Sequence[str]]
+    seed: int = 0
+    done: tuple[str, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class PlanningPolicy(Protocol):
+    """Orders subtasks. ``replan`` returns None when every subtask is in ``not_first``."""
+
+    name: str
+
+    def plan(self, subtasks: Sequence[str], context: PlanContext) -> list[str]: ...
+
+    def replan(self, subtasks: Sequence[str], context: PlanContext, *, not_first: Collection[str]) -> list[str] | None: ...
+
+    def tool_order(self, subtask: str, context: PlanContext) -> list[str]: ...
+
+
+class BasePlanner:
+    """Shared behaviour: ``replan`` keeps the plan's order and brings the first allowed subtask forward."""
+
+    name = "base"
+
+    def plan(self, subtasks: Sequence[str], context: PlanContext) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def replan(self, subtasks: Sequence[str], context: PlanContext, *, not_first: Collection[str]) -> list[str] | None:
+        order = self.plan(subtasks, context)
+        for i, subtask in enumerate(order):
+            if subtask not in not_first:
+                return [subtask, *order[:i], *order[i + 1 :]]
+        return None
+
+    def tool_order(self, subtask: str, context: PlanContext) -> list[str]:
+        return list(context.tools.get(subtask, ()))

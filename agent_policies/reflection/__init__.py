@@ -1,0 +1,68 @@
+"""Reflection policies: judge a subtask's tool outputs from their re-perceived severity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from bus.messages import Candidate
+from toolbox.vocab import level_index
+
+ACCEPT, SUCCESS, FAILURE, CONTINUE = "accept", "success", "failure", "continue"
+VERDICTS = (ACCEPT, SUCCESS, FAILURE, CONTINUE)
+
+
+@runtime_checkable
+class ReflectionPolicy(Protocol):
+    """``judge`` returns ``(verdict, best)``; ``best`` indexes ``candidates`` or is -1 when none ran."""
+
+    name: str
+
+    def judge(self, subtask: str, candidates: Sequence[Candidate], *, remaining: int) -> tuple[str, int]: ...
+
+
+def best_candidate(candidates: Sequence[Candidate]) -> int:
+    """Index of the best rated output (lowest level, then lowest score, then earliest); -1 if none."""
+    best, key = -1, None
+    for i, c in enumerate(candidates):
+        if c.error or c.image is None or not c.level:
+            continue
+        k = (level_index(c.level), c.score)
+        if key is None or k < key:
+            best, key = i, k
+    return best
+
+
+class ThresholdReflection:
+    """The paper's rule: accept the first output rated very_low; when no tools remain, the best
+    output is a success at ``low`` or better and a failure otherwise."""
+
+    name = "threshold"
+
+    def __init__(self, success_level: str = "low") -> None:
+        self.success_rank = level_index(success_level)
+
+    def judge(self, subtask: str, candidates: Sequence[Candidate], *, remaining: int) -> tuple[str, int]:
+        for i, c in enumerate(candidates):
+            if not c.error and c.image is not None and c.level == "very_low":
+                return ACCEPT, i
+        best = best_candidate(candidates)
+        if remaining > 0:
+            return CONTINUE, best
+        if best >= 0 and level_index(candidates[best].level) <= self.success_rank:
+            return SUCCESS, best
+        return FAILURE, best
+
+
+class NoReflection:
+    """Ablation: take the first tool's output without judging it (never fails, never rolls back)."""
+
+    name = "none"
+    #: The Reflector skips re-perception for this policy: nothing is judged.
+    needs_ratings = False
+
+    def judge(self, subtask: str, candidates: Sequence[Candidate], *, remaining: int) -> tuple[str, int]:
+        for i, c in enumerate(candidates):
+            if not c.error and c.image is not None:
+                return ACCEPT, i
+        return (CONTINUE, -1) if remaining > 0 else (FAILURE, -1)

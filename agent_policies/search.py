@@ -1,0 +1,332 @@
+"""The AgenticIR search over subtask orders, as a pure state machine (no I/O, no actors).
+
+The Planner actor feeds it messages and carries out the actions it returns:
+
+* :meth:`Search.start` after perception -> the first :class:`Execute` (or :class:`Finish`).
+* :meth:`Search.on_reflected` after each reflection -> the next :class:`Execute` or :class:`Finish`.
+
+Semantics, following the paper (Zhu et al., ICLR 2025):
+
+1. The subtasks are the degradations perceived at ``medium`` or worse, ordered by the planning
+   policy.
+2. At a node (an image plus the subtasks still to do) the first subtask of the node's order runs
+   its tools in waves of ``wave`` tools; the reflection policy judges the outputs: ``accept`` a
+   very_low output at once, else when the tools are exhausted ``success`` (best at low or better)
+   or ``failure``.
+3. On success the best output becomes a child node. On failure the node rolls back and re-plans
+   with the failed subtask not first. When every subtask has failed first at a node, the search
+   backtracks to the parent and forbids the subtask that led to the dead end (depth-first search
+   over orders).
+4. Budgets bound tool calls, rollbacks and seconds. When they run out, or every order failed, the
+   search falls back to the best result seen: the deepest node, improved by its least-bad failed
+   attempt when that lowered the degradation's severity, and continues greedily (failures are
+   kept, not rolled back) while budget remains.
+
+Every decision is recorded in :attr:`Search.trace`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_policies.planning import PlanContext, PlanningPolicy
+from agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, ReflectionPolicy
+from bus.blobs import BlobRef
+from bus.messages import Candidate
+from toolbox.vocab import DEGRADATIONS, is_present, level_index
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on one job's search. ``wave`` tools run per step; 0 means all of a subtask's tools."""
+
+    max_tool_calls: int = 32
+    max_rollbacks: int = 8
+    max_seconds: float = 300.0
+    wave: int = 1
+    rollback: bool = True
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Budget:
+        """Build from a job's options map, ignoring unknown keys; raises ValueError on bad values."""
+        kwargs: dict[str, Any] = {}
+        for name, kind in (("max_tool_calls", int), ("max_rollbacks", int), ("max_seconds", float), ("wave", int), ("rollback", bool)):
+            if name in options:
+                value = options[name]
+                if kind is bool and not isinstance(value, bool) or kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"job option {name!r} must be {kind.__name__}, got {value!r}")
+                if kind is not bool and value < 0:
+                    raise ValueError(f"job option {name!r} must be >= 0, got {value!r}")
+                kwargs[name] = kind(value)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Execute:
+    """Action: run ``tools`` for ``subtask`` on ``image`` at ``node``."""
+
+    node: int
+    subtask: str
+    image: BlobRef
+    tools: list[str]
+    remaining: list[str]
+    prior: list[Candidate]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Action: the job is done; ``image`` is the result."""
+
+    image: BlobRef
+    status: str  # "success" | "nothing_to_do" | "fallback"
+
+
+Action = Execute | Finish
+
+
+@dataclass
+class _Attempt:
+    subtask: str
+    best: Candidate | None
+
+
+@dataclass
+class _Node:
+    id: int
+    parent: int | None
+    image: BlobRef
+    done: tuple[str, ...]
+    remaining: tuple[str, ...]
+    via: str | None = None
+    order: list[str] = field(default_factory=list)
+    failed_first: set[str] = field(default_factory=set)
+    failures: list[_Attempt] = field(default_factory=list)
+
+
+class Search:
+    """One job's search tree (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        image: BlobRef,
+        levels: dict[str, str],
+        scores: dict[str, float],
+        planner: PlanningPolicy,
+        reflection: ReflectionPolicy,
+        tools: Callable[[str], Sequence[str]],
+        budget: Budget = Budget(),
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.levels = dict(levels)
+        self.scores = dict(scores)
+        self.planner = planner
+        self.reflection = reflection
+        self.budget = budget
+        self.seed = seed
+        self._clock = clock
+        self._t0 = clock()
+        self._tool_table = {d: list(tools(d)) for d in DEGRADATIONS}
+        self.nodes: dict[int, _Node] = {}
+        self.tool_calls = 0
+        self.rollbacks = 0
+        self.greedy = False
+        self.finished: Finish | None = None
+        self._seen: set[tuple[int, str, int]] = set()
+        self._priors: dict[tuple[int, str], list[Candidate]] = {}  # rated candidates per (node, subtask)
+        self._pending_tools: dict[tuple[int, str], list[str]] = {}  # tools not yet run per (node, subtask)
+        self.trace: dict[str, Any] = {
+            "perception": dict(self.levels),
+            "scores": {k: round(float(v), 3) for k, v in self.scores.items()},
+            "planner": planner.name,
+            "reflection": reflection.name,
+            "plan": [],
+            "steps": [],
+            "events": [],
+        }
+        self._root = self._new_node(parent=None, image=image, done=(), remaining=())
+
+    # ------------------------------------------------------------------ helpers
+    def _new_node(self, *, parent: int | None, image: BlobRef, done: tuple[str, ...], remaining: tuple[str, ...], via: str | None = None) -> _Node:
+        node = _Node(id=len(self.nodes), parent=parent, image=image, done=done, remaining=remaining, via=via)
+        self.nodes[node.id] = node
+        return node
+
+    def _context(self, node: _Node) -> PlanContext:
+        return PlanContext(levels=self.levels, scores=self.scores, tools=self._tool_table, seed=self.seed, done=node.done)
+
+    def _event(self, kind: str, **data: Any) -> None:
+        self.trace["events"].append({"type": kind, **data})
+
+    def elapsed(self) -> float:
+        return self._clock() - self._t0
+
+    def _out_of_budget(self) -> str | None:
+        if self.tool_calls >= self.budget.max_tool_calls:
+            return "tool-call budget"
+        if self.elapsed() >= self.budget.max_seconds:
+            return "time budget"
+        return None
+
+    def _wave(self, tools: Sequence[str]) -> tuple[list[str], list[str]]:
+        n = len(tools) if self.budget.wave <= 0 else self.budget.wave
+        n = max(1, min(n, self.budget.max_tool_calls - self.tool_calls))
+        return list(tools[:n]), list(tools[n:])
+
+    # ------------------------------------------------------------------ protocol
+    def start(self) -> Action:
+        """Plan from the perception and return the first action."""
+        subtasks = [d for d in DEGRADATIONS if is_present(self.levels.get(d, "very_low"))]
+        root = self._root
+        if not subtasks:
+            self.trace["plan"] = []
+            return self._finish(root.image, "nothing_to_do")
+        plan = self.planner.plan(subtasks, self._context(root))
+        self.trace["plan"] = list(plan)
+        root.remaining = tuple(plan)
+        return self._advance(root)
+
+    def on_reflected(self, node_id: int, subtask: str, candidates: Sequence[Candidate], verdict: str, best: int) -> Action | None:
+        """Take a reflection's judgement; returns the next action, or None for a duplicate delivery."""
+        if self.finished is not None:
+            return None
+        node = self.nodes.get(node_id)
+        if node is None or not node.order or node.order[0] != subtask:
+            raise ValueError(f"reflection for node {node_id} subtask {subtask!r} does not match the search state")
+        key = (node_id, subtask, len(candidates))
+        if key in self._seen:
+            return None  # at-least-once delivery: the same wave judged twice
+        self._seen.add(key)
+        new = list(candidates[len(self._prior(node_id, subtask)) :])
+        self.tool_calls += len(new)
+        for c in new:
+            self.trace["steps"].append(
+                {
+                    "node": node_id,
+                    "subtask": subtask,
+                    "tool": c.tool,
+                    "level": c.level,
+                    "score": round(float(c.score), 3),
+                    "seconds": round(float(c.seconds), 4),
+                    **({"error": c.error} if c.error else {}),
+                }
+            )
+        self._priors[(node_id, subtask)] = list(candidates)
+        best_c = candidates[best] if 0 <= best < len(candidates) else None
+        if verdict == CONTINUE:
+            remaining = self._pending_tools.get((node_id, subtask), [])
+            if remaining and self._out_of_budget() is None:
+                return self._execute(node, subtask, remaining, list(candidates))
+            verdict = SUCCESS if best_c is not None and level_index(best_c.level) <= 1 else FAILURE
+        self._mark(node_id, subtask, best, verdict)
+        if verdict in (ACCEPT, SUCCESS):
+            if best_c is None or best_c.image is None:
+                raise ValueError(f"reflection verdict {verdict!r} for node {node_id} names no output image")
+            child = self._new_node(parent=node.id, image=best_c.image, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
+            return self._advance(child)
+        return self._failed(node, subtask, best_c)
+
+    # ------------------------------------------------------------------ internals
+    def _prior(self, node_id: int, subtask: str) -> list[Candidate]:
+        return self._priors.get((node_id, subtask), [])
+
+    def _mark(self, node_id: int, subtask: str, best: int, verdict: str) -> None:
+        """Write the verdict into the trace rows of this node's subtask."""
+        rows = [r for r in self.trace["steps"] if r["node"] == node_id and r["subtask"] == subtask]
+        for i, row in enumerate(rows):
+            row["verdict"] = ("accepted" if verdict in (ACCEPT, SUCCESS) else "best-of-failed") if i == best else "rejected"
+        self._event("reflect", node=node_id, subtask=subtask, verdict=verdict, best=rows[best]["tool"] if 0 <= best < len(rows) else None)
+
+    def _execute(self, node: _Node, subtask: str, tools: Sequence[str], prior: list[Candidate]) -> Execute:
+        wave, rest = self._wave(tools)
+        self._pending_tools[(node.id, subtask)] = rest
+        self._priors[(node.id, subtask)] = prior
+        return Execute(node=node.id, subtask=subtask, image=node.image, tools=wave, remaining=rest, prior=prior)
+
+    def _advance(self, node: _Node) -> Action:
+        if not node.remaining:
+            return self._finish(node.image, "fallback" if self.greedy else "success")
+        reason = self._out_of_budget()
+        if reason:
+            self._event("budget", reason=reason, node=node.id)
+            return self._fallback()
+        order = self.planner.replan(list(node.remaining), self._context(node), not_first=node.failed_first)
+        if order is None:
+            return self._dead_end(node)
+        if node.order and order != node.order:
+            self._event("replan", node=node.id, order=list(order))
+        node.order = list(order)
+        subtask = order[0]
+        tools = self.planner.tool_order(subtask, self._context(node))
+        if not tools:
+            self._event("no_tools", node=node.id, subtask=subtask)
+            return self._failed(node, subtask, None)
+        return self._execute(node, subtask, tools, [])
+
+    def _failed(self, node: _Node, subtask: str, best: Candidate | None) -> Action:
+        node.failures.append(_Attempt(subtask, best))
+        if self.greedy or not self.budget.rollback:
+            # Keep the least-bad output (if it helped) and move on without backtracking.
+            image = best.image if self._helped(subtask, best) else node.image
+            self._event("keep_failed" if image is not node.image else "skip", node=node.id, subtask=subtask)
+            child = self._new_node(parent=node.id, image=image, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
+            return self._advance(child)
+        if self.rollbacks >= self.budget.max_rollbacks:
+            self._event("budget", reason="rollback budget", node=node.id)
+            return self._fallback()
+        self.rollbacks += 1
+        node.failed_first.add(subtask)
+        self._event("rollback", node=node.id, subtask=subtask, reason="no tool output judged low or better")
+        return self._advance(node)
+
+    def _dead_end(self, node: _Node) -> Action:
+        self._event("dead_end", node=node.id)
+        if node.parent is None or node.via is None:
+            return self._fallback()
+        parent = self.nodes[node.parent]
+        if self.rollbacks >= self.budget.max_rollbacks:
+            self._event("budget", reason="rollback budget", node=node.id)
+            return self._fallback()
+        self.rollbacks += 1
+        parent.failed_first.add(node.via)
+        self._event("backtrack", node=node.id, to=parent.id, subtask=node.via)
+        return self._advance(parent)
+
+    def _helped(self, subtask: str, best: Candidate | None) -> bool:
+        if best is None or best.image is None or not best.level:
+            return False
+        before = self.levels.get(subtask, "very_high"), self.scores.get(subtask, 4.0)
+        return (level_index(best.level), best.score) < (level_index(before[0]), float(before[1]))
+
+    def _fallback(self) -> Action:
+        """Continue from the best result seen: the deepest node, plus its least-bad failure if it helped."""
+        self.greedy = True
+        deepest = max(self.nodes.values(), key=lambda n: (len(n.done), -n.id))
+        image, done = deepest.image, deepest.done
+        helpful = [a for a in deepest.failures if self._helped(a.subtask, a.best)]
+        if helpful:
+            pick = min(helpful, key=lambda a: (level_index(a.best.level), a.best.score))  # type: ignore[union-attr]
+            image, done = pick.best.image, done + (pick.subtask,)  # type: ignore[union-attr]
+        remaining = tuple(s for s in (deepest.order or deepest.remaining) if s not in done)
+        remaining += tuple(s for s in deepest.remaining if s not in done and s not in remaining)
+        self._event("fallback", node=deepest.id, done=list(done), remaining=list(remaining))
+        node = self._new_node(parent=deepest.id, image=image, done=done, remaining=remaining)
+        if self._out_of_budget() or not remaining:
+            return self._finish(node.image, "fallback")
+        return self._advance(node)
+
+    def _finish(self, image: BlobRef, status: str) -> Finish:
+        final = max((n for n in self.nodes.values() if n.image == image), key=lambda n: len(n.done), default=None)
+        self.trace.update(
+            status=status,
+            done=list(final.done) if final else [],
+            tool_calls=self.tool_calls,
+            rollbacks=self.rollbacks,
+            search_seconds=round(self.elapsed(), 4),
+        )
+        self.finished = Finish(image=image, status=status)
+        return self.finished

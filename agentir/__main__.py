@@ -1,0 +1,5 @@
+import sys
+
+from agentir.cli import main
+
+sys.exit(main())

@@ -1,0 +1,250 @@
+"""The ``agentir`` command line.
+
+``agentir restore INPUT... -o OUT``   restore files/folders (outputs mirror relative paths)
+``agentir perceive INPUT... --json``  rate every degradation, one JSON object per line
+``agentir degrade CLEAN OUT``         build the benchmark's degraded images (BENCHMARK.md recipe)
+``agentir tools``                     list the registered tools and policies
+
+Exit codes: 0 all inputs done, 1 some input failed (each failure is one line on stderr),
+2 usage error. User errors never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _configure_logging(level: str, json_logs: bool) -> None:
+    """Logs go to stderr: console lines by default, JSON with --log-json (for daemons, CI)."""
+    renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- restore
+def _summary(rel: Path, trace: dict[str, Any]) -> str:
+    found = [f"{d}={lv}" for d, lv in trace.get("perception", {}).items() if lv in ("medium", "high", "very_high")]
+    plan = " > ".join(trace.get("plan", [])) or "-"
+    done = " > ".join(trace.get("done", [])) or "-"
+    return (
+        f"{rel.as_posix()}: found {', '.join(found) or 'nothing to fix'}; plan {plan}; done {done}; "
+        f"{trace.get('tool_calls', 0)} tool calls, {trace.get('rollbacks', 0)} rollbacks, "
+        f"{trace.get('seconds', 0):.2f} s [{trace.get('status', '?')}]"
+    )
+
+
+async def _restore_all(args: argparse.Namespace) -> int:
+    import anyio
+    from tqdm import tqdm
+
+    from agentir.imageio import ImageInputError, collect_inputs, load_image, output_paths, save_png_atomic, write_text_atomic
+    from agentir.pipeline import RestoreError, Restorer
+
+    failed = 0
+    items: list[tuple[Path, Path]] = []
+    for raw in args.inputs:
+        try:
+            items.extend(collect_inputs([raw]))
+        except ImageInputError as exc:
+            _err(f"error: {exc}")
+            failed += 1
+    out_dir = Path(args.output)
+    options: dict[str, Any] = {"max_tool_calls": args.max_tool_calls}
+    if args.no_rollback:
+        options["rollback"] = False
+    if args.no_reflection:
+        options["reflection"] = "none"
+    bar = tqdm(total=len(items), unit="img", disable=len(items) < 2 or args.quiet, file=sys.stderr, dynamic_ncols=True)
+    results = {"failed": failed}
+
+    async def one(restorer: Restorer, path: Path, rel: Path, limiter: anyio.Semaphore) -> None:
+        async with limiter:
+            try:
+                image = await anyio.to_thread.run_sync(load_image, path)
+                image_out, trace_out = output_paths(out_dir, rel)
+                result = await restorer.restore(image, job=rel.as_posix())
+                trace = {"input": str(path), "output": str(image_out), "input_shape": list(image.shape), "output_shape": list(result.image.shape), **result.trace}
+                await anyio.to_thread.run_sync(save_png_atomic, image_out, result.image)
+                await anyio.to_thread.run_sync(write_text_atomic, trace_out, json.dumps(trace, indent=2) + "\n")
+                if not args.quiet:
+                    bar.write(_summary(rel, trace), file=sys.stderr)
+            except (ImageInputError, RestoreError, OSError, ValueError) as exc:
+                results["failed"] += 1
+                bar.write(f"error: {exc}" if isinstance(exc, ImageInputError) else f"error: {path}: {exc}", file=sys.stderr)
+            finally:
+                bar.update(1)
+
+    async with Restorer(policy=args.policy, options=options, max_inflight=max(1, args.jobs)) as restorer:
+        limiter = anyio.Semaphore(max(1, args.jobs))
+        async with anyio.create_task_group() as tg:
+            for path, rel in items:
+                tg.start_soon(one, restorer, path, rel, limiter)
+    bar.close()
+    done = len(items) - (results["failed"] - failed)
+    if not args.quiet:
+        _err(f"restored {done} of {len(items)} images into {out_dir}" + (f"; {results['failed']} failed" if results["failed"] else ""))
+    return EXIT_FAILED if results["failed"] else EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    import anyio
+
+    return anyio.run(_restore_all, args)
+
+
+# ----------------------------------------------------------------------------- perceive
+def cmd_perceive(args: argparse.Namespace) -> int:
+    from agent_policies.registry import PERCEPTION
+    from agentir.imageio import ImageInputError, collect_inputs, load_image
+
+    policy = PERCEPTION.get(args.perception)
+    failed = 0
+    for raw in args.inputs:
+        try:
+            items = collect_inputs([raw])
+        except ImageInputError as exc:
+            _err(f"error: {exc}")
+            failed += 1
+            continue
+        for path, _rel in items:
+            try:
+                image = load_image(path)
+            except ImageInputError as exc:
+                _err(f"error: {exc}")
+                failed += 1
+                continue
+            [p] = policy.perceive([image])
+            if args.json:
+                record = {"path": str(path), "levels": dict(p.levels), "scores": {k: round(float(v), 3) for k, v in p.scores.items()}}
+                print(json.dumps(record), flush=True)
+            else:
+                present = [f"{d}={lv}" for d, lv in p.levels.items() if lv in ("medium", "high", "very_high")]
+                print(f"{path}: {', '.join(present) or 'no degradation at medium or worse'}", flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- degrade
+def cmd_degrade(args: argparse.Namespace) -> int:
+    from agentir.datasets import build_benchmark
+
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    levels = [lv.strip() for lv in args.levels.split(",")] if args.levels else None
+    manifest = build_benchmark(args.clean, args.out, groups=groups, per_combo=args.per_combo, seed=args.seed, levels=levels, progress=not args.quiet)
+    _err(f"wrote {len(manifest.get('items', []))} degraded images and {Path(args.out) / 'manifest.json'}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- tools
+def cmd_tools(args: argparse.Namespace) -> int:
+    import toolbox.tools  # noqa: F401 - registers the built-in tools
+    from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
+    from toolbox.base import TOOL_INFO
+    from toolbox.vocab import DEGRADATIONS, SUBTASKS
+
+    for d in DEGRADATIONS:
+        print(f"{d} ({SUBTASKS[d]}):")
+        for info in TOOL_INFO.values():
+            if info.degradation == d:
+                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {info.description}")
+    print(f"perception policies: {', '.join(PERCEPTION.names())}")
+    print(f"planning policies:   {', '.join(PLANNING.names())}")
+    print(f"reflection policies: {', '.join(REFLECTION.names())}")
+    return EXIT_OK
+
+
+def cmd_not_built(args: argparse.Namespace) -> int:
+    _err(f"error: 'agentir {args.command}' is not built yet (see the README's roadmap); nothing was done")
+    return EXIT_USAGE
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from agentir import __version__
+
+    parser = argparse.ArgumentParser(prog="agentir", description="Offline agentic image restoration (perceive, plan, execute, reflect, roll back).")
+    parser.add_argument("--version", action="version", version=f"agentir {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("AGENTIR_LOG_LEVEL", "warning"), choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-json", action="store_true", help="structured JSON logs on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("restore", help="restore images (files or folders)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder; mirrors input paths, .png plus .trace.json")
+    p.add_argument("--policy", default="rules", help="planning policy (default: rules; also: random)")
+    p.add_argument("--max-tool-calls", type=int, default=32, help="tool-call budget per image (default 32)")
+    p.add_argument("--no-rollback", action="store_true", help="ablation: never roll back a failed subtask")
+    p.add_argument("--no-reflection", action="store_true", help="ablation: take each first tool output unjudged")
+    p.add_argument("-j", "--jobs", type=int, default=2, help="images restored concurrently (default 2)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-image lines or progress bar")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("perceive", help="rate the eight degradations of images")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--json", action="store_true", help='one JSON object per line: {"path", "levels", "scores"}')
+    p.add_argument("--perception", default="analytic", help="perception policy (default: analytic)")
+    p.set_defaults(func=cmd_perceive)
+
+    p = sub.add_parser("degrade", help="synthesise the benchmark's degraded images from clean ones")
+    p.add_argument("clean", metavar="CLEAN_DIR")
+    p.add_argument("out", metavar="OUT_DIR")
+    p.add_argument("--groups", default="A,B,C", help="comma-separated groups (default A,B,C)")
+    p.add_argument("--per-combo", type=int, default=20, help="images per combination (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--levels", default="", help="instead of groups: single degradations at these levels, e.g. low,medium,high")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_degrade)
+
+    p = sub.add_parser("tools", help="list tools and policies")
+    p.set_defaults(func=cmd_tools)
+
+    for name, what in (("serve", "run the daemon (HTTP/WebSocket API)"), ("bench", "run benchmarks")):
+        p = sub.add_parser(name, help=f"{what} — not built yet")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_not_built)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level, args.log_json)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # user errors (unknown policy, bad folder...) get one line, not a traceback
+        from toolbox.registry import UnknownNameError
+
+        if isinstance(exc, (UnknownNameError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)):
+            _err(f"error: {exc}")
+            return EXIT_USAGE if isinstance(exc, UnknownNameError) else EXIT_FAILED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

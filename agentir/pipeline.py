@@ -1,0 +1,180 @@
+"""The in-process API: start the actor system, submit images, get results and traces.
+
+Example::
+
+    async with Restorer(policy="rules") as restorer:
+        result = await restorer.restore(image)      # uint8 H x W x 3 RGB
+        result.image, result.trace
+
+Everything crosses the bus as msgpack messages; images go through the blob store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import numpy as np
+import structlog
+
+from actors.supervisor import Supervisor, build_actors
+from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
+from bus.blobs import BlobStore, MemoryBlobStore
+from bus.memory import InMemoryBus
+from bus.messages import JobFailed, JobFinished, JobProgress, JobSubmitted, PerceiveRequest, Perceived, Subjects
+
+log = structlog.get_logger(__name__)
+
+
+class RestoreError(RuntimeError):
+    """A job failed; ``job`` names it and ``trace`` holds what was done before the failure."""
+
+    def __init__(self, job: str, error: str, trace: dict[str, Any] | None = None) -> None:
+        self.job = job
+        self.error = error
+        self.trace = trace or {}
+        super().__init__(error)
+
+
+@dataclass
+class RestoreResult:
+    """The restored image (uint8 H x W x 3, 4x larger if super-resolution ran) and the job's trace."""
+
+    job: str
+    image: np.ndarray
+    trace: dict[str, Any]
+
+
+@dataclass
+class _Waiter:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    finished: JobFinished | None = None
+    failed: JobFailed | None = None
+    on_progress: Callable[[JobProgress], None] | None = None
+
+
+class Restorer:
+    """Async context manager running the four actors on an in-memory bus (see module docstring).
+
+    Args:
+        policy: default planning policy name (``rules``, ``random``, ...).
+        perception: perception policy name.
+        options: default job options (budgets, ``reflection``, ``rollback``, ``wave``...).
+        max_inflight: jobs running at once; more ``restore`` calls wait for a slot. Keeping this
+            below the actors' mailbox sizes is what rules out deadlock in the actor cycle.
+        job_timeout: seconds before a job is declared failed.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: str = "rules",
+        perception: str = "analytic",
+        options: dict[str, Any] | None = None,
+        blobs: BlobStore | None = None,
+        max_inflight: int = 8,
+        job_timeout: float = 600.0,
+        executor_options: dict[str, Any] | None = None,
+    ) -> None:
+        if policy not in PLANNING:
+            PLANNING.get(policy)  # raises UnknownNameError with close matches
+        self.policy = policy
+        self.options = dict(options or {})
+        if "reflection" in self.options:
+            REFLECTION.get(str(self.options["reflection"]))
+        self.perception_name = perception
+        self.perception = PERCEPTION.get(perception)
+        self.bus = InMemoryBus(source="agentir")
+        self.blobs: BlobStore = blobs or MemoryBlobStore()
+        self.max_inflight = max_inflight
+        self.job_timeout = job_timeout
+        self.executor_options = executor_options or {}
+        self._slots = anyio.Semaphore(max_inflight)
+        self._waiters: dict[str, _Waiter] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._supervisor: Supervisor | None = None
+
+    async def __aenter__(self) -> Restorer:
+        import toolbox.tools  # noqa: F401 - registers the built-in tools
+
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        events = await self.bus.subscribe(Subjects.EVENTS, max_pending=max(64, 16 * self.max_inflight))
+        self._tg.start_soon(self._pump, events)
+        self._supervisor = Supervisor(build_actors(self.bus, self.blobs, perception=self.perception, executor_options=self.executor_options))
+        await self._tg.start(self._supervisor.run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        assert self._tg is not None
+        if self._supervisor is not None:
+            self._supervisor.stop()
+        await self.bus.close()
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(*exc)
+
+    async def _pump(self, events: Any) -> None:
+        async for delivery in events:
+            message = delivery.message
+            waiter = self._waiters.get(getattr(message, "job", ""))
+            if waiter is None:
+                continue
+            match message:
+                case JobFinished():
+                    waiter.finished = message
+                    waiter.done.set()
+                case JobFailed():
+                    waiter.failed = message
+                    waiter.done.set()
+                case JobProgress() if waiter.on_progress is not None:
+                    waiter.on_progress(message)
+
+    async def restore(
+        self,
+        image: np.ndarray,
+        *,
+        policy: str | None = None,
+        options: dict[str, Any] | None = None,
+        job: str | None = None,
+        on_progress: Callable[[JobProgress], None] | None = None,
+    ) -> RestoreResult:
+        """Restore one uint8 H x W x 3 RGB image.
+
+        Raises:
+            ValueError: the image is not uint8 H x W x 3.
+            RestoreError: the job failed or timed out.
+        """
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("restore() takes a uint8 H x W x 3 RGB numpy array")
+        job = job or uuid.uuid4().hex[:12]
+        opts = {**self.options, **(options or {})}
+        async with self._slots:
+            waiter = _Waiter(on_progress=on_progress)
+            self._waiters[job] = waiter
+            t0 = time.perf_counter()
+            try:
+                ref = self.blobs.put(np.ascontiguousarray(image))
+                await self.bus.publish(Subjects.SUBMIT, JobSubmitted(job=job, image=ref, policy=policy or self.policy, options=opts), correlation_id=job)
+                with anyio.move_on_after(self.job_timeout):
+                    await waiter.done.wait()
+            finally:
+                self._waiters.pop(job, None)
+            if waiter.failed is not None:
+                raise RestoreError(job, waiter.failed.error, waiter.failed.trace)
+            if waiter.finished is None:
+                raise RestoreError(job, f"job {job} did not finish within {self.job_timeout:g} s")
+            result = np.array(self.blobs.get(waiter.finished.result))
+            trace = dict(waiter.finished.trace)
+            trace["seconds"] = round(time.perf_counter() - t0, 4)
+            trace["job"] = job
+            return RestoreResult(job=job, image=result, trace=trace)
+
+    async def perceive(self, image: np.ndarray, *, timeout: float = 60.0) -> Perceived:
+        """Rate every degradation of ``image`` through the Perceiver (request/reply on the bus)."""
+        ref = self.blobs.put(np.ascontiguousarray(image))
+        envelope = await self.bus.request(Subjects.PERCEIVE, PerceiveRequest(image=ref), timeout=timeout)
+        return envelope.message  # type: ignore[return-value]

@@ -1,0 +1,191 @@
+"""The search over subtask orders: plan, accept, roll back, backtrack, budgets, fallback."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from agent_policies.planning.random_order import RandomPlanner
+from agent_policies.planning.rules import PRECEDENCE, RANK, RulesPlanner
+from agent_policies.planning import PlanContext
+from agent_policies.reflection import ThresholdReflection
+from agent_policies.search import Budget, Execute, Finish, Search
+from bus.blobs import BlobRef
+from bus.messages import Candidate
+from toolbox.vocab import DEGRADATIONS
+
+_counter = itertools.count()
+
+
+def ref() -> BlobRef:
+    return BlobRef(sha256=f"{next(_counter):064x}", shape=(4, 4, 3), dtype="uint8")
+
+
+def levels(**present: str) -> dict[str, str]:
+    out = {d: "very_low" for d in DEGRADATIONS}
+    out.update(present)
+    return out
+
+
+def make(present: dict[str, str], budget: Budget = Budget(), tools=("t1", "t2")) -> Search:
+    return Search(
+        image=ref(),
+        levels=levels(**present),
+        scores={d: 3.0 if d in present else 0.0 for d in DEGRADATIONS},
+        planner=RulesPlanner(),
+        reflection=ThresholdReflection(),
+        tools=lambda d: [f"{d}.{t}" for t in tools],
+        budget=budget,
+    )
+
+
+def run(search: Search, outcome) -> tuple[Finish, list[tuple[int, str, str]]]:
+    """Drive the search like the actors do; ``outcome(subtask, tool, done)`` gives each output's level."""
+    action = search.start()
+    calls = []
+    while isinstance(action, Execute):
+        node = search.nodes[action.node]
+        outputs = []
+        for tool in action.tools:
+            calls.append((action.node, action.subtask, tool))
+            outputs.append(Candidate(tool=tool, image=ref(), level=outcome(action.subtask, tool, node.done), score=1.0))
+        candidates = [*action.prior, *outputs]
+        verdict, best = search.reflection.judge(action.subtask, candidates, remaining=len(action.remaining))
+        action = search.on_reflected(action.node, action.subtask, candidates, verdict, best)
+    assert isinstance(action, Finish)
+    return action, calls
+
+
+def test_rules_order_satisfies_every_precedence_rule():
+    """The rule planner's order puts each rule's first subtask before its second."""
+    plan = RulesPlanner().plan(list(DEGRADATIONS), PlanContext(levels={}, scores={}, tools={}))
+    for first, second in PRECEDENCE:
+        assert plan.index(first) < plan.index(second), (first, second)
+    assert set(RANK) == set(DEGRADATIONS)
+
+
+def test_nothing_present_finishes_at_once_with_the_input():
+    """An image with no degradation at medium or worse is returned unchanged without tool calls."""
+    search = make({"noise": "low"})
+    action = search.start()
+    assert isinstance(action, Finish) and action.status == "nothing_to_do"
+    assert search.trace["tool_calls"] == 0
+
+
+def test_first_very_low_output_is_accepted_without_trying_other_tools():
+    """A very_low output ends the subtask; later tools of that subtask are never run."""
+    search = make({"noise": "high", "dark": "medium"})
+    finish, calls = run(search, lambda s, t, d: "very_low")
+    assert calls == [(0, "noise", "noise.t1"), (1, "dark", "dark.t1")]
+    assert finish.status == "success" and search.trace["done"] == ["noise", "dark"]
+
+
+def test_all_tools_are_tried_and_best_low_counts_as_success():
+    """Without a very_low output every tool runs, and a best at low is a success."""
+    search = make({"haze": "high"})
+    finish, calls = run(search, lambda s, t, d: "low" if t.endswith("t2") else "medium")
+    assert [c[2] for c in calls] == ["haze.t1", "haze.t2"]
+    assert finish.status == "success" and search.trace["rollbacks"] == 0
+    verdicts = [s["verdict"] for s in search.trace["steps"]]
+    assert verdicts == ["rejected", "accepted"]
+
+
+def test_failure_rolls_back_and_replans_with_the_failed_subtask_not_first():
+    """When a subtask fails first, the search rolls back and tries another subtask first."""
+    search = make({"noise": "high", "dark": "high"})
+
+    # Denoising fails on the raw image but succeeds after brightening.
+    def outcome(subtask, tool, done):
+        if subtask == "noise" and "dark" not in done:
+            return "high"
+        return "very_low"
+
+    finish, calls = run(search, outcome)
+    assert [c[1] for c in calls] == ["noise", "noise", "dark", "noise"]
+    assert finish.status == "success"
+    assert search.trace["rollbacks"] == 1
+    assert [e for e in search.trace["events"] if e["type"] == "rollback"][0]["subtask"] == "noise"
+    assert search.trace["done"] == ["dark", "noise"]
+
+
+def test_dead_end_backtracks_to_the_parent():
+    """When every subtask fails at a child node, the search returns to the parent and changes the order."""
+    search = make({"noise": "high", "dark": "high"}, tools=("t1",))
+
+    # Brightening first makes denoising impossible; denoise first works only if done before dark.
+    def outcome(subtask, tool, done):
+        if subtask == "noise" and done == ():
+            return "very_low"
+        if subtask == "dark" and done == ("noise",):
+            return "high"  # dark fails after noise...
+        if subtask == "dark" and done == ():
+            return "very_low"
+        if subtask == "noise" and done == ("dark",):
+            return "very_low"
+        return "high"
+
+    finish, calls = run(search, outcome)
+    kinds = [e["type"] for e in search.trace["events"]]
+    assert "dead_end" in kinds and "backtrack" in kinds
+    assert finish.status == "success" and search.trace["done"] == ["dark", "noise"]
+
+
+def test_everything_failing_falls_back_within_budget():
+    """If every order fails, the search ends with the best result seen and stays within its budget."""
+    budget = Budget(max_tool_calls=7, max_rollbacks=10)
+    search = make({"noise": "very_high", "jpeg": "high", "haze": "medium"}, budget=budget)
+    finish, calls = run(search, lambda s, t, d: "high")
+    assert finish.status == "fallback"
+    assert len(calls) <= budget.max_tool_calls
+    assert search.trace["tool_calls"] == len(calls)
+    assert any(e["type"] in ("fallback", "budget") for e in search.trace["events"])
+
+
+def test_failed_output_that_helped_is_kept_in_fallback():
+    """In fallback the least-bad failed output is used when it lowered the degradation's severity."""
+    search = make({"noise": "very_high"}, budget=Budget(max_rollbacks=0))
+    finish, _ = run(search, lambda s, t, d: "medium")  # better than very_high, not good enough
+    assert finish.status == "fallback"
+    assert finish.image != search.nodes[0].image
+
+
+def test_no_rollback_keeps_going_after_a_failure():
+    """With rollback disabled a failed subtask keeps its best output and the plan continues."""
+    search = make({"noise": "high", "dark": "high"}, budget=Budget(rollback=False))
+    finish, calls = run(search, lambda s, t, d: "medium" if s == "noise" else "very_low")
+    assert search.trace["rollbacks"] == 0
+    assert [c[1] for c in calls] == ["noise", "noise", "dark"]
+
+
+def test_duplicate_reflection_is_ignored():
+    """A reflection delivered twice (at-least-once bus) does not advance the search twice."""
+    search = make({"noise": "high"})
+    action = search.start()
+    cands = [Candidate(tool=action.tools[0], image=ref(), level="very_low")]
+    first = search.on_reflected(action.node, action.subtask, cands, "accept", 0)
+    assert isinstance(first, Finish)
+    assert search.on_reflected(action.node, action.subtask, cands, "accept", 0) is None
+
+
+def test_wave_zero_runs_all_tools_at_once():
+    """wave=0 sends all of a subtask's tools in one step (for batching on a GPU)."""
+    search = make({"rain": "high"}, budget=Budget(wave=0), tools=("a", "b", "c"))
+    action = search.start()
+    assert isinstance(action, Execute) and action.tools == ["rain.a", "rain.b", "rain.c"] and action.remaining == []
+
+
+def test_random_planner_is_reproducible_per_seed():
+    """The random policy gives the same order for the same seed and covers other orders for others."""
+    subtasks = ["noise", "jpeg", "haze"]
+    ctx = lambda seed: PlanContext(levels={}, scores={}, tools={}, seed=seed)  # noqa: E731
+    planner = RandomPlanner()
+    assert planner.plan(subtasks, ctx(1)) == planner.plan(subtasks, ctx(1))
+    assert len({tuple(planner.plan(subtasks, ctx(s))) for s in range(30)}) > 2
+
+
+@pytest.mark.parametrize("bad", [{"wave": "x"}, {"max_tool_calls": -1}, {"rollback": 1}])
+def test_bad_budget_options_are_rejected(bad):
+    """Job options with wrong types or negative limits raise a clear ValueError."""
+    with pytest.raises(ValueError, match="job option"):
+        Budget.from_options(bad)

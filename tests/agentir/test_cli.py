@@ -1,0 +1,82 @@
+"""The command line: restore a folder with a corrupt file among good ones; perceive --json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from agentir.imageio import load_image, save_png_atomic
+from toolbox.degrade import degrade
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
+LEVEL_WORDS = {"very_low", "low", "medium", "high", "very_high"}
+
+
+def agentir(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agentir", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def make_batch(root: Path) -> Path:
+    src = root / "in"
+    (src / "sub").mkdir(parents=True)
+    img = load_image(DATA / "astronaut.png")
+    lq, _ = degrade(img, "noise", np.random.default_rng(1), level="high")
+    save_png_atomic(src / "sub" / "noisy.png", lq)
+    shutil.copy(DATA / "rocket.png", src / "clean.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a truncated PNG
+    return src
+
+
+def test_restore_batch_with_one_corrupt_file(tmp_path):
+    """Good images are restored with traces, the corrupt one gets a one-line error, exit code is 1."""
+    src = make_batch(tmp_path)
+    out = tmp_path / "out"
+    proc = agentir("restore", str(src), "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    for rel in ("sub/noisy", "clean"):
+        assert (out / f"{rel}.png").exists()
+        trace = json.loads((out / f"{rel}.trace.json").read_text())
+        for key in ("perception", "plan", "steps", "rollbacks", "tool_calls", "seconds"):
+            assert key in trace
+        assert isinstance(trace["tool_calls"], int)
+        assert set(trace["perception"].values()) <= LEVEL_WORDS
+    assert not (out / "broken.png").exists() and not (out / "broken.trace.json").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left behind
+    assert "sub/noisy.png: found" in proc.stderr
+
+
+def test_perceive_json_lines(tmp_path):
+    """perceive --json prints one object per image with all eight degradations as level words."""
+    src = make_batch(tmp_path)
+    (src / "broken.png").unlink()
+    proc = agentir("perceive", str(src), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 2
+    for r in records:
+        assert len(r["levels"]) == 8 and set(r["levels"].values()) <= LEVEL_WORDS
+    noisy = next(r for r in records if r["path"].endswith("noisy.png"))
+    assert noisy["levels"]["noise"] in ("medium", "high", "very_high")
+
+
+def test_missing_input_and_unknown_policy_are_one_line_errors(tmp_path):
+    """A missing path and a misspelt policy each give one clear line and a failing exit code."""
+    proc = agentir("restore", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert proc.returncode == 1 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+    src = make_batch(tmp_path)
+    proc = agentir("restore", str(src / "clean.png"), "-o", str(tmp_path / "o"), "--policy", "rulez", cwd=tmp_path)
+    assert proc.returncode == 2 and "did you mean rules" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_not_built_commands_say_so(tmp_path):
+    """Commands on the roadmap but not built yet fail with a clear message, not a stub result."""
+    proc = agentir("serve", cwd=tmp_path)
+    assert proc.returncode == 2 and "not built yet" in proc.stderr

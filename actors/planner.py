@@ -54,6 +54,7 @@ class Planner(Actor):
                     tools=_tool_lister(options),
                     budget=Budget.from_options(options),
                     seed=zlib.crc32(job.encode()),
+                    subtasks=_given_subtasks(options),
                 )
                 self.searches[job] = search
                 self._reflection[job] = reflection_name
@@ -126,3 +127,13 @@ def _tool_lister(options: dict[str, Any]):  # noqa: ANN202
         return tools_for(subtask)
 
     return lister
+
+
+def _given_subtasks(options: dict[str, Any]) -> list[str] | None:
+    """The job's ``subtasks`` option (known degradations that replace perception), validated."""
+    given = options.get("subtasks")
+    if given is None:
+        return None
+    if not isinstance(given, list) or not all(isinstance(s, str) for s in given):
+        raise ValueError("job option 'subtasks' must be a list of degradation names")
+    return given

@@ -13,6 +13,7 @@ REFLECTION: Registry[Any] = Registry("reflection policy")
 PERCEPTION.register("analytic", "agent_policies.perception.analytic:AnalyticPerception")
 PLANNING.register("rules", "agent_policies.planning.rules:RulesPlanner")
 PLANNING.register("random", "agent_policies.planning.random_order:RandomPlanner")
+PLANNING.register("fixed", "agent_policies.planning.fixed:FixedPlanner")
 REFLECTION.register("threshold", "agent_policies.reflection:ThresholdReflection")
 REFLECTION.register("none", "agent_policies.reflection:NoReflection")
 

@@ -36,7 +36,7 @@ from agent_policies.planning import PlanContext, PlanningPolicy
 from agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, ReflectionPolicy
 from bus.blobs import BlobRef
 from bus.messages import Candidate
-from toolbox.vocab import DEGRADATIONS, is_present, level_index
+from toolbox.vocab import DEGRADATIONS, check_degradation, is_present, level_index
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class Search:
         tools: Callable[[str], Sequence[str]],
         budget: Budget = Budget(),
         seed: int = 0,
+        subtasks: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.levels = dict(levels)
@@ -128,6 +129,8 @@ class Search:
         self.reflection = reflection
         self.budget = budget
         self.seed = seed
+        #: Given subtasks replace the perceived ones (the ``random-gt`` baseline, known degradations).
+        self.given_subtasks = None if subtasks is None else [check_degradation(s) for s in subtasks]
         self._clock = clock
         self._t0 = clock()
         self._tool_table = {d: list(tools(d)) for d in DEGRADATIONS}
@@ -180,7 +183,10 @@ class Search:
     # ------------------------------------------------------------------ protocol
     def start(self) -> Action:
         """Plan from the perception and return the first action."""
-        subtasks = [d for d in DEGRADATIONS if is_present(self.levels.get(d, "very_low"))]
+        if self.given_subtasks is not None:
+            subtasks = list(dict.fromkeys(self.given_subtasks))
+        else:
+            subtasks = [d for d in DEGRADATIONS if is_present(self.levels.get(d, "very_low"))]
         root = self._root
         if not subtasks:
             self.trace["plan"] = []

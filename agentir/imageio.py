@@ -1,0 +1,586 @@
+"""Image files in and out: safe decoding to RGB uint8, atomic writes, input discovery.
+
+Every image that enters agentir passes through :func:`load_image` (files) or
+:func:`decode_image` (bytes from the daemon), which return a C-contiguous ``uint8`` array of
+shape ``(H, W, 3)`` in RGB order, whatever the file held:
+
+========================  =========================================================
+file content              what you get
+========================  =========================================================
+RGB                       as is
+grayscale ``1``/``L``     replicated to three channels
+16-bit gray (``I;16*``)   scaled ``round(x * 255 / 65535)`` (65535 -> 255, never clipped)
+32-bit int ``I``          treated as 16-bit, ``[0, 65535]``; other ranges are rejected
+float ``F``               ``[0, 1]`` scaled by 255, else ``[0, 255]`` rounded; others rejected
+16-bit RGB(A)             Pillow keeps the high byte (``x >> 8``), so 65535 -> 255
+palette ``P``             expanded; with a transparent entry, composited as below
+alpha (RGBA, LA, PA ...)  composited on a **white** background (straight alpha)
+CMYK, YCbCr, LAB, HSV     converted by Pillow
+EXIF orientation          applied (the array is upright as a viewer shows it)
+multi-frame (GIF, TIFF)   the first frame
+========================  =========================================================
+
+Every failure is an :class:`ImageInputError` whose message is one line naming the file,
+the reason and what to do. Refused inputs: missing or unreadable files, empty files,
+files that are not an image in a supported format (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM,
+GIF), truncated or corrupt data (the whole image is decoded before returning, so damage
+anywhere is found), images larger than ``max_pixels`` (checked from the header *before*
+the pixel data is decoded), zero-size images and images smaller than ``min_side`` pixels
+on a side (:data:`MIN_SIDE` = 4: the smallest image the x4 tools and the 3x3 filters of
+the perception can still work on).
+
+Pillow's process-wide settings are left alone: ``Image.MAX_IMAGE_PIXELS`` still applies on
+top of ``max_pixels`` (its ``DecompressionBombError``, and its ``DecompressionBombWarning``
+where warnings are turned into errors, become :class:`ImageInputError`), and
+``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set; at its default (``False``) truncated
+files are refused. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import structlog
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "SUPPORTED_SUFFIXES",
+    "ImageInputError",
+    "collect_inputs",
+    "decode_image",
+    "encode_png",
+    "load_image",
+    "output_paths",
+    "save_png_atomic",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
+log = structlog.get_logger(__name__)
+
+MAX_PIXELS: int = 64_000_000
+"""Default limit on ``width * height`` of an input image (a decompression-bomb guard)."""
+
+MIN_SIDE: int = 4
+"""Default smallest accepted width and height in pixels."""
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+"""File name suffixes (lower case) that :func:`collect_inputs` treats as images."""
+
+# Pillow format ids the decoder may use. An allow-list keeps exotic plug-ins (EPS runs
+# Ghostscript, for one) out of reach of untrusted bytes sent to the daemon. "JPEG" also
+# opens the multi-picture JPEGs (MPO) many phones write; GIF is decoded (first frame) for
+# bytes sent by clients even though .gif is not in SUPPORTED_SUFFIXES.
+_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "WEBP", "PPM", "GIF")
+_FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, WebP, PPM/PGM or GIF"
+
+# Errors Pillow and its C decoders raise on damaged data.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    zlib.error,
+)
+
+
+class ImageInputError(ValueError):
+    """An input image cannot be used.
+
+    Attributes:
+        path: the file (or the name given to :func:`decode_image`) the problem is about.
+        reason: what is wrong, e.g. ``"file is empty"``.
+        hint: what the user can do about it.
+
+    ``str(error)`` is one line: ``"<path>: <reason>; <hint>"``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, hint: str = "") -> None:
+        self.path = str(path)
+        self.reason = _one_line(reason)
+        self.hint = _one_line(hint)
+        message = f"{self.path}: {self.reason}"
+        if self.hint:
+            message += f"; {self.hint}"
+        super().__init__(message)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> np.ndarray:
+    """Read an image file as an upright RGB ``uint8`` array of shape ``(H, W, 3)``.
+
+    Args:
+        path: the image file.
+        max_pixels: largest accepted ``width * height``; checked before decoding.
+        min_side: smallest accepted width and height.
+
+    Returns:
+        A new writable C-contiguous ``uint8`` array, RGB order (see the module docstring
+        for conversions).
+
+    Raises:
+        ImageInputError: the file is missing, unreadable, empty, not a supported image,
+            truncated or corrupt, too large, or too small.
+        ValueError: ``max_pixels`` or ``min_side`` is not a positive integer.
+    """
+    _check_limits(max_pixels, min_side)
+    p = Path(path)
+    if not p.exists():
+        raise ImageInputError(p, "no such file", "check the path")
+    if p.is_dir():
+        raise ImageInputError(p, "is a folder, not an image file", "pass an image file")
+    try:
+        with p.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise ImageInputError(p, "file is empty", "re-export or re-download the image")
+            return _decode(fh, str(p), max_pixels=max_pixels, min_side=min_side)
+    except PermissionError as exc:
+        raise ImageInputError(p, "permission denied", "make the file readable") from exc
+    except ImageInputError:
+        raise
+    except OSError as exc:
+        raise ImageInputError(
+            p, f"cannot read the file ({exc.strerror or exc})", "check the file and the disk"
+        ) from exc
+
+
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    *,
+    name: str = "<bytes>",
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, ...) exactly as :func:`load_image` decodes a file.
+
+    Args:
+        data: the encoded image.
+        name: how error messages name the image (e.g. a client's file name).
+        max_pixels: largest accepted ``width * height``; checked before decoding.
+        min_side: smallest accepted width and height.
+
+    Raises:
+        ImageInputError: the bytes are empty, not a supported image, truncated or corrupt,
+            too large, or too small.
+        TypeError: ``data`` is not bytes-like.
+        ValueError: ``max_pixels`` or ``min_side`` is not a positive integer.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_image needs bytes, got {type(data).__name__}")
+    _check_limits(max_pixels, min_side)
+    if len(data) == 0:
+        raise ImageInputError(name, "no image data (0 bytes)", "send the encoded image file")
+    return _decode(io.BytesIO(data), name, max_pixels=max_pixels, min_side=min_side)
+
+
+def _check_limits(max_pixels: int, min_side: int) -> None:
+    for label, value in (("max_pixels", max_pixels), ("min_side", min_side)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+
+
+def _decode(fh: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.ndarray:
+    try:
+        im = Image.open(fh, formats=_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise _too_large(name, exc) from exc
+    except Image.DecompressionBombWarning as exc:  # raised only where warnings are errors
+        raise _too_large(name, exc) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(
+            name,
+            "not a recognised image",
+            f"use a {_FORMAT_NAMES} file; if it is one, it may be damaged: re-export it",
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise _corrupt(name, exc) from exc
+
+    with im:
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise ImageInputError(
+                name, f"image has zero size ({width}x{height})", "use a non-empty image"
+            )
+        # The size comes from the header: refuse a bomb before any pixel is decoded.
+        if width * height > max_pixels:
+            raise ImageInputError(
+                name,
+                f"image is too large ({width}x{height} = {width * height} pixels, "
+                f"limit {max_pixels})",
+                "downscale it first or raise the pixel limit",
+            )
+        if min(width, height) < min_side:
+            raise ImageInputError(
+                name,
+                f"image is too small ({width}x{height}; needs at least {min_side} pixels a side)",
+                "use a larger image",
+            )
+        try:
+            # A full decode now, so truncation or corruption anywhere in the data is found here.
+            im.load()
+        except Image.DecompressionBombError as exc:
+            raise _too_large(name, exc) from exc
+        except _DECODE_ERRORS as exc:
+            raise _corrupt(name, exc) from exc
+        upright = _exif_upright(im, name)
+        return _to_rgb_array(upright, name)
+
+
+def _too_large(name: str, exc: BaseException) -> ImageInputError:
+    return ImageInputError(
+        name,
+        f"image is too large for Pillow's decompression-bomb limit ({exc})",
+        "downscale it first",
+    )
+
+
+def _corrupt(name: str, exc: BaseException) -> ImageInputError:
+    detail = str(exc) or type(exc).__name__
+    return ImageInputError(
+        name, f"image data is truncated or corrupt ({detail})", "re-export or re-download it"
+    )
+
+
+def _exif_upright(im: Image.Image, name: str) -> Image.Image:
+    try:
+        upright = ImageOps.exif_transpose(im)
+    except _DECODE_ERRORS as exc:
+        # A damaged EXIF block should not make good pixels unusable: keep them as stored.
+        log.warning("imageio.exif_ignored", image=name, error=str(exc))
+        return im
+    return im if upright is None else upright
+
+
+def _to_rgb_array(im: Image.Image, name: str) -> np.ndarray:
+    mode = im.mode
+    if mode == "RGB":
+        rgb = np.asarray(im, dtype=np.uint8)
+    elif mode in ("1", "L"):
+        rgb = _gray_to_rgb(np.asarray(im.convert("L"), dtype=np.uint8))
+    elif mode.startswith("I;16"):
+        rgb = _gray_to_rgb(_scale_16bit(np.asarray(im).astype(np.uint32), name))
+    elif mode == "I":
+        rgb = _gray_to_rgb(_scale_16bit(np.asarray(im).astype(np.int64), name))
+    elif mode == "F":
+        rgb = _gray_to_rgb(_scale_float(np.asarray(im, dtype=np.float64), name))
+    elif mode == "P":
+        if "transparency" in im.info:
+            rgb = _composite_on_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
+        else:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    elif mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = im.convert("RGBA") if mode != "La" else im.convert("LA").convert("RGBA")
+        rgb = _composite_on_white(np.asarray(rgba, dtype=np.uint8))
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    else:
+        raise ImageInputError(
+            name, f"unsupported pixel mode {mode!r}", "convert it to 8-bit RGB or grayscale"
+        )
+    if rgb.ndim != 3 or rgb.shape[2] != 3:  # defensive: a Pillow conversion gave a surprise
+        raise ImageInputError(
+            name, f"unsupported pixel layout {rgb.shape} (mode {mode!r})", "convert it to 8-bit RGB"
+        )
+    # np.asarray over a Pillow image can be a read-only view of its buffer: callers own
+    # the result and may modify it in place, so hand out a writable C-contiguous array.
+    if not rgb.flags.writeable or not rgb.flags.c_contiguous or rgb.dtype != np.uint8:
+        rgb = np.array(rgb, dtype=np.uint8, order="C")
+    return rgb
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _scale_16bit(values: np.ndarray, name: str) -> np.ndarray:
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageInputError(
+            name,
+            f"integer pixel values {int(values.min())}..{int(values.max())} are outside the "
+            "16-bit range 0..65535",
+            "convert it to 8- or 16-bit",
+        )
+    # Rounded scale: 0 -> 0, 257*k -> k, 65535 -> 255.
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _scale_float(values: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise ImageInputError(name, "float image contains NaN or infinity", "convert it to 8-bit")
+    lo = float(values.min()) if values.size else 0.0
+    hi = float(values.max()) if values.size else 0.0
+    if lo < 0.0 or hi > 255.0:
+        raise ImageInputError(
+            name,
+            f"float pixel values {lo:g}..{hi:g} are outside 0..1 and 0..255",
+            "convert it to 8-bit",
+        )
+    scale = 255.0 if hi <= 1.0 else 1.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    alpha = rgba[:, :, 3:4].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _validate_image_array(img: object) -> np.ndarray:
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {img.dtype}; convert it first")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
+        raise ValueError(
+            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+            f"got {img.shape}"
+        )
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"cannot encode an empty image of shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """Encode a ``uint8`` image as PNG bytes.
+
+    Args:
+        img: ``(H, W)`` gray, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, ``uint8``.
+
+    Raises:
+        TypeError: ``img`` is not a numpy array.
+        ValueError: wrong dtype, shape, or an empty image.
+    """
+    arr = _validate_image_array(img)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png_atomic(path: str | os.PathLike[str], img: np.ndarray) -> None:
+    """Write ``img`` as a PNG at ``path`` atomically, creating parent folders.
+
+    The image is encoded first, written to a temporary file in the same folder, flushed to
+    disk and renamed over ``path``: readers see the old file or the complete new one, never
+    a partial file, and a failure leaves no temporary file behind.
+
+    Raises:
+        TypeError, ValueError: ``img`` is not a valid image (see :func:`encode_png`);
+            nothing is written.
+        OSError: the folder cannot be created or written.
+    """
+    write_bytes_atomic(path, encode_png(img))
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) at ``path`` atomically; same guarantees as :func:`save_png_atomic`.
+
+    Raises:
+        TypeError: ``text`` is not a string.
+        OSError: the folder cannot be created or written.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` at ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The new file gets the permissions a plain ``open(path, "w")`` would give it.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like.
+        OSError: the folder cannot be created or written.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    target = Path(path)
+    if target.name in ("", ".", ".."):
+        raise ValueError(f"not a file path: {str(path)!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            # mkstemp creates 0600; give the file the mode a normal create would.
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it, which races with other threads; Linux
+    # reports it in /proc. Elsewhere assume the common 022.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible (nor needed) on every platform.
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    """Expand files and folders into ``(image file, relative output path)`` pairs.
+
+    * A file gives ``(file, Path(file.name))``; its suffix must be in
+      :data:`SUPPORTED_SUFFIXES` (case-insensitive).
+    * A folder gives every supported image below it, recursively, sorted by relative path,
+      each relative to that folder. Hidden files and everything in hidden folders (names
+      starting with ``.``) are skipped; symbolic links to folders are not followed.
+    * The same file reached twice with the same relative path is listed once.
+
+    Two different files whose outputs would collide (same relative path once the suffix is
+    dropped, compared case-insensitively, e.g. ``a/x.png`` and ``b/x.jpg``, or ``x.jpg`` and
+    ``x.png`` in one folder) raise :class:`ImageInputError` rather than being renamed, so
+    outputs always mirror their inputs' names.
+
+    Raises:
+        ImageInputError: an input does not exist, is a file of an unsupported type, is a
+            folder without images, or two inputs collide; also for an empty ``inputs``.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if len(inputs) == 0:
+        raise ImageInputError("<inputs>", "no input files or folders given", "name at least one")
+    found: list[tuple[Path, Path]] = []
+    seen: dict[str, tuple[Path, Path]] = {}
+    for raw in inputs:
+        root = Path(raw)
+        if root.is_dir():
+            pairs = _scan_folder(root)
+            if not pairs:
+                raise ImageInputError(
+                    root,
+                    "folder contains no images",
+                    f"add files ending in {', '.join(sorted(SUPPORTED_SUFFIXES))}",
+                )
+        elif root.is_file():
+            if root.suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise ImageInputError(
+                    root,
+                    f"unsupported file type {root.suffix or '(no suffix)'!r}",
+                    f"use one of {', '.join(sorted(SUPPORTED_SUFFIXES))}",
+                )
+            pairs = [(root, Path(root.name))]
+        elif root.exists():
+            raise ImageInputError(
+                root, "not a regular file or folder", "pass an image file or a folder"
+            )
+        else:
+            raise ImageInputError(root, "no such file or folder", "check the path")
+        for file, rel in pairs:
+            key = rel.with_suffix("").as_posix().casefold()
+            previous = seen.get(key)
+            if previous is not None:
+                if _same_file(previous[0], file) and previous[1] == rel:
+                    continue
+                raise ImageInputError(
+                    file,
+                    f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the "
+                    f"output of {str(previous[0])!r}",
+                    "rename one of them or restore them in separate runs",
+                )
+            seen[key] = (file, rel)
+            found.append((file, rel))
+    return found
+
+
+def _scan_folder(root: Path) -> list[tuple[Path, Path]]:
+    pairs: list[tuple[Path, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in filenames:
+            if fname.startswith(".") or Path(fname).suffix.lower() not in SUPPORTED_SUFFIXES:
+                continue
+            file = Path(dirpath) / fname
+            if file.is_file():
+                pairs.append((file, file.relative_to(root)))
+    pairs.sort(key=lambda pair: pair[1].as_posix())
+    return pairs
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def output_paths(out_dir: str | os.PathLike[str], rel: Path) -> tuple[Path, Path]:
+    """Where the restored image and its trace go for an input's relative path.
+
+    ``output_paths("OUT", Path("a/b.jpg")) == (Path("OUT/a/b.png"), Path("OUT/a/b.trace.json"))``
+
+    Raises:
+        ValueError: ``rel`` is absolute, empty, or climbs out of ``out_dir`` with ``..``.
+    """
+    rel = Path(rel)
+    if rel.is_absolute() or rel.anchor:
+        raise ValueError(f"relative output path expected, got {str(rel)!r}")
+    if ".." in rel.parts:
+        raise ValueError(f"relative output path must not contain '..', got {str(rel)!r}")
+    if not rel.name or rel.name == ".":
+        raise ValueError(f"relative output path names no file: {str(rel)!r}")
+    out = Path(out_dir)
+    image = out / rel.with_suffix(".png")
+    trace = out / rel.parent / f"{rel.stem}.trace.json"
+    return image, trace

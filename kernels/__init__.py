@@ -1,0 +1,31 @@
+"""Triton kernels for hot pre/post-processing, each beside its pure-torch reference.
+
+Public ops (Triton on CUDA tensors, the torch reference elsewhere; ``AGENTIR_KERNELS=
+auto|triton|torch`` forces a choice, see :mod:`kernels.backend`):
+
+* :func:`to_float_nchw`, :func:`to_uint8_nhwc` -- uint8 NHWC images <-> float NCHW batches;
+* :func:`rgb_to_ycbcr`, :func:`ycbcr_to_rgb`, :func:`rgb_to_value` -- BT.601 YCbCr, HSV value;
+* :func:`extract_tiles`, :func:`blend_tiles` -- overlapping tiles and their feathered blend.
+
+``run_kernel_bench`` lives in :mod:`kernels.bench` (imported on demand, not here).
+"""
+
+from __future__ import annotations
+
+from kernels.backend import KernelBackendError, KernelError, KernelInputError
+from kernels.color import rgb_to_value, rgb_to_ycbcr, ycbcr_to_rgb
+from kernels.convert import to_float_nchw, to_uint8_nhwc
+from kernels.tiles import blend_tiles, extract_tiles
+
+__all__ = [
+    "KernelError",
+    "KernelBackendError",
+    "KernelInputError",
+    "to_float_nchw",
+    "to_uint8_nhwc",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+    "rgb_to_value",
+    "extract_tiles",
+    "blend_tiles",
+]

@@ -3,6 +3,7 @@
 ``agentir restore INPUT... -o OUT``   restore files/folders (outputs mirror relative paths)
 ``agentir perceive INPUT... --json``  rate every degradation, one JSON object per line
 ``agentir degrade CLEAN OUT``         build the benchmark's degraded images (BENCHMARK.md recipe)
+``agentir bench DATA_DIR ...``       compare policies on a built benchmark (tables, charts, HTML)
 ``agentir tools``                     list the registered tools and policies
 
 Exit codes: 0 all inputs done, 1 some input failed (each failure is one line on stderr),
@@ -221,16 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tools", help="list tools and policies")
     p.set_defaults(func=cmd_tools)
 
-    for name, what in (("serve", "run the daemon (HTTP/WebSocket API)"), ("bench", "run benchmarks")):
-        p = sub.add_parser(name, help=f"{what} — not built yet")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=cmd_not_built)
+    p = sub.add_parser("bench", add_help=False, help="benchmark policies on a built dataset (agentir bench --help)")
+    p.add_argument("bench_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("serve", help="run the daemon (HTTP/WebSocket API) — not built yet")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_not_built)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agentir.bench import main_bench
+
+    return main_bench(list(args.bench_argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_argv = extra + list(args.bench_argv)  # options before DATA_DIR belong to bench
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.log_level, args.log_json)
     try:
         return int(args.func(args))

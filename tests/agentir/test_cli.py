@@ -13,7 +13,7 @@ import numpy as np
 from agentir.imageio import load_image, save_png_atomic
 from toolbox.degrade import degrade
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
+DATA = Path(__file__).resolve().parents[2] / "examples" / "clean"
 LEVEL_WORDS = {"very_low", "low", "medium", "high", "very_high"}
 
 
@@ -27,7 +27,7 @@ def make_batch(root: Path) -> Path:
     img = load_image(DATA / "astronaut.png")
     lq, _ = degrade(img, "noise", np.random.default_rng(1), level="high")
     save_png_atomic(src / "sub" / "noisy.png", lq)
-    shutil.copy(DATA / "rocket.png", src / "clean.png")
+    shutil.copy(DATA / "coffee.png", src / "clean.png")
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a truncated PNG
     return src
 

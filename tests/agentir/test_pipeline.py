@@ -14,7 +14,9 @@ from toolbox.base import TOOLS, ToolError, ToolInfo, register_tool
 from toolbox.degrade import degrade
 from toolbox.metrics import psnr
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
+# The 256x192 demo crops: big enough not to read as low resolution (the 128 px test crops do,
+# since the benchmark keeps x4-downscaled images small and perception uses size as a cue).
+DATA = Path(__file__).resolve().parents[2] / "examples" / "clean"
 
 
 class AlwaysFails:
@@ -72,7 +74,7 @@ async def test_failing_tool_causes_a_rollback_recorded_in_the_trace(noisy):
 
 async def test_clean_image_is_returned_unchanged():
     """An image with nothing to fix costs no tool calls and comes back as it was."""
-    ref = clean("chelsea")
+    ref = clean("coffee")
     async with Restorer() as restorer:
         result = await restorer.restore(ref)
     if result.trace["plan"]:
@@ -83,7 +85,7 @@ async def test_clean_image_is_returned_unchanged():
 
 async def test_super_resolution_output_keeps_the_4x_size():
     """A low-resolution input comes back 4x larger once super-resolution ran."""
-    ref = clean("rocket")
+    ref = clean("coffee")
     lq, _ = degrade(ref, "low_resolution", np.random.default_rng(0), level="high")
     async with Restorer() as restorer:
         result = await restorer.restore(lq)

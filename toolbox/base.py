@@ -64,6 +64,12 @@ def register_tool(info: ToolInfo, factory) -> None:  # noqa: ANN001 - factory: (
     TOOL_INFO[info.name] = info
 
 
+def unregister_tool(name: str) -> None:
+    """Remove a registered tool and its metadata (plug-ins being unloaded, tests)."""
+    TOOLS.unregister(name)
+    TOOL_INFO.pop(name, None)
+
+
 def tools_for(degradation: str) -> list[str]:
     """Names of the registered tools that treat ``degradation``, in registration order."""
     check_degradation(degradation)

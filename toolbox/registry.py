@@ -55,6 +55,13 @@ class Registry(Generic[T]):
         self._factories[name] = factory
         self._instances.pop(name, None)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (and its cached instance); unknown names raise :class:`UnknownNameError`."""
+        if name not in self._factories:
+            raise UnknownNameError(self.kind, name, list(self._factories))
+        del self._factories[name]
+        self._instances.pop(name, None)
+
     def names(self) -> list[str]:
         return list(self._factories)
 

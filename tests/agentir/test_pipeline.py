@@ -10,7 +10,7 @@ import torch
 
 from agentir.imageio import load_image
 from agentir.pipeline import Restorer
-from toolbox.base import TOOLS, ToolError, ToolInfo, register_tool
+from toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
 from toolbox.degrade import degrade
 from toolbox.metrics import psnr
 
@@ -31,8 +31,12 @@ class AlwaysFails:
         raise ToolError(self.name, "this tool always fails")
 
 
-if "test_always_fails" not in TOOLS:
+@pytest.fixture
+def failing_tool():
+    """Registers AlwaysFails for one test and removes it again, so other tests never see it."""
     register_tool(ToolInfo(name="test_always_fails", degradation="noise", description="fails on purpose (tests)"), AlwaysFails)
+    yield "test_always_fails"
+    unregister_tool("test_always_fails")
 
 
 def clean(name: str = "astronaut") -> np.ndarray:
@@ -59,11 +63,11 @@ async def test_single_degradation_is_detected_planned_treated_and_psnr_rises(noi
     assert psnr(result.image, ref) > psnr(lq, ref) + 1.0
 
 
-async def test_failing_tool_causes_a_rollback_recorded_in_the_trace(noisy):
+async def test_failing_tool_causes_a_rollback_recorded_in_the_trace(noisy, failing_tool):
     """When every denoising tool fails, the search rolls back and the trace shows it; the job still ends."""
     lq, _ = noisy
     async with Restorer() as restorer:
-        result = await restorer.restore(lq, options={"tools": {"noise": ["test_always_fails"]}})
+        result = await restorer.restore(lq, options={"tools": {"noise": [failing_tool]}})
     trace = result.trace
     steps = [s for s in trace["steps"] if s["subtask"] == "noise"]
     assert steps and all("always fails" in s["error"] for s in steps)

@@ -66,9 +66,37 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+#: ``agentir bench NAME ...`` sub-benchmarks: name -> "module:function(argv) -> exit code".
+SUB_BENCHMARKS: dict[str, str] = {
+    "kernels": "kernels.bench:main",
+    "perception": "agentir.bench.perception:main_bench_perception",
+    "serve": "agentir.bench.serve:main_bench_serve",
+}
+
+
+def _run_sub_benchmark(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, _, func = SUB_BENCHMARKS[name].partition(":")
+    try:
+        entry = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError):
+        print(f"error: 'agentir bench {name}' is not built yet (see the README's roadmap); nothing was done", file=sys.stderr)
+        return 2
+    code = entry(argv)
+    return 0 if code is None else int(code)
+
+
 def main_bench(argv: list[str] | Sequence[str]) -> int:
-    """Entry point of ``agentir bench`` (see the module docstring); returns the exit code."""
+    """Entry point of ``agentir bench`` (see the module docstring); returns the exit code.
+
+    ``agentir bench kernels|perception|serve ...`` run the named sub-benchmark instead.
+    """
     import anyio
+
+    argv = list(argv)
+    if argv and argv[0] in SUB_BENCHMARKS:
+        return _run_sub_benchmark(argv[0], argv[1:])
 
     from agentir.bench.report import format_tables, write_report
     from agentir.bench.runner import default_restorer_factory

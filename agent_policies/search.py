@@ -309,7 +309,11 @@ class Search:
         return (level_index(best.level), best.score) < (level_index(before[0]), float(before[1]))
 
     def _fallback(self) -> Action:
-        """Continue from the best result seen: the deepest node, plus its least-bad failure if it helped."""
+        """Continue from the best result seen: the deepest node, plus its least-bad failure if it helped.
+
+        Subtasks that already failed at that node are not run again on the same image (tools
+        are deterministic, the outcome would be the same): they are given up.
+        """
         self.greedy = True
         deepest = max(self.nodes.values(), key=lambda n: (len(n.done), -n.id))
         image, done = deepest.image, deepest.done
@@ -317,9 +321,10 @@ class Search:
         if helpful:
             pick = min(helpful, key=lambda a: (level_index(a.best.level), a.best.score))  # type: ignore[union-attr]
             image, done = pick.best.image, done + (pick.subtask,)  # type: ignore[union-attr]
-        remaining = tuple(s for s in (deepest.order or deepest.remaining) if s not in done)
-        remaining += tuple(s for s in deepest.remaining if s not in done and s not in remaining)
-        self._event("fallback", node=deepest.id, done=list(done), remaining=list(remaining))
+        failed_here = {a.subtask for a in deepest.failures}
+        given_up = [s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s in failed_here and s not in done]
+        remaining = tuple(s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s not in done and s not in failed_here)
+        self._event("fallback", node=deepest.id, done=list(done), given_up=given_up, remaining=list(remaining))
         node = self._new_node(parent=deepest.id, image=image, done=done, remaining=remaining)
         if self._out_of_budget() or not remaining:
             return self._finish(node.image, "fallback")

@@ -189,3 +189,21 @@ def test_bad_budget_options_are_rejected(bad):
     """Job options with wrong types or negative limits raise a clear ValueError."""
     with pytest.raises(ValueError, match="job option"):
         Budget.from_options(bad)
+
+
+def test_fallback_never_reruns_a_tool_on_an_image_it_already_failed_on():
+    """Deterministic tools give the same output twice: the fallback gives up subtasks that failed at its node."""
+    search = make({"jpeg": "high", "motion_blur": "very_high"})
+    seen = []
+    action = search.start()
+    while isinstance(action, Execute):
+        for tool in action.tools:
+            seen.append((action.image, tool))
+        outputs = [Candidate(tool=t, image=ref(), level="very_low" if action.subtask == "jpeg" else "very_high", score=3.9) for t in action.tools]
+        candidates = [*action.prior, *outputs]
+        verdict, best = search.reflection.judge(action.subtask, candidates, remaining=len(action.remaining))
+        action = search.on_reflected(action.node, action.subtask, candidates, verdict, best)
+    assert isinstance(action, Finish) and action.status == "fallback"
+    assert len(seen) == len(set(seen)), "a tool ran twice on the same image"
+    fallback = next(e for e in search.trace["events"] if e["type"] == "fallback")
+    assert fallback["given_up"] == ["motion_blur"]

@@ -46,6 +46,8 @@ class ToolInfo:
     scale: int = 1
     kind: str = "classical"  # "classical" | "learned" | "plugin"
     description: str = ""
+    #: "manual" keeps a tool out of the agent's default choice (``tools_for``); it can still be
+    #: named explicitly (job option ``tools``, plug-ins, benchmarks).
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -70,10 +72,17 @@ def unregister_tool(name: str) -> None:
     TOOL_INFO.pop(name, None)
 
 
-def tools_for(degradation: str) -> list[str]:
-    """Names of the registered tools that treat ``degradation``, in registration order."""
+def tools_for(degradation: str, *, include_manual: bool = False) -> list[str]:
+    """Names of the registered tools that treat ``degradation``, in registration order.
+
+    Tools tagged ``manual`` are left out unless ``include_manual`` is true.
+    """
     check_degradation(degradation)
-    return [name for name, info in TOOL_INFO.items() if info.degradation == degradation]
+    return [
+        name
+        for name, info in TOOL_INFO.items()
+        if info.degradation == degradation and (include_manual or "manual" not in info.tags)
+    ]
 
 
 def check_batch(name: str, batch: torch.Tensor) -> None:

@@ -56,7 +56,7 @@ def measure(images: list[np.ndarray], degradations: list[str], levels: list[str]
 
     rows = []
     for deg in degradations:
-        names = tools_for(deg)
+        names = tools_for(deg, include_manual=True)
         for level in levels:
             rng = np.random.default_rng(seed)
             gains = {n: [] for n in names}

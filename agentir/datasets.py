@@ -32,11 +32,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import structlog
 from tqdm import tqdm
 
+from agentir.imageio import load_image, save_png_atomic
 from toolbox.degrade import COMBINATIONS, crop_to_multiple, degrade_chain
 from toolbox.vocab import DEGRADATIONS, level_index
 
@@ -82,31 +82,17 @@ def list_images(clean_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as RGB ``uint8`` ``H x W x 3`` (grey and alpha images converted).
+    """Read an image file as RGB ``uint8`` ``H x W x 3`` (:func:`agentir.imageio.load_image`).
 
     Raises:
-        ValueError: the file cannot be decoded as an image.
+        ValueError: the file cannot be decoded as an image (an ``ImageInputError`` naming it).
     """
-    data = np.fromfile(str(path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ValueError(f"cannot decode image file {path} (corrupt or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return load_image(path)
 
 
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write an RGB ``uint8`` image as PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"OpenCV failed to encode a PNG of shape {rgb.shape} for {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write an RGB ``uint8`` image as PNG atomically (:func:`agentir.imageio.save_png_atomic`)."""
+    save_png_atomic(path, rgb)
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -110,7 +110,8 @@ class Restorer:
         return self
 
     async def __aexit__(self, *exc: object) -> bool | None:
-        assert self._tg is not None
+        if self._tg is None:
+            raise RuntimeError("Restorer was not entered")
         if self._supervisor is not None:
             self._supervisor.stop()
         await self.bus.close()

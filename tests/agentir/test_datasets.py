@@ -113,7 +113,7 @@ def test_corrupt_and_tiny_files_are_skipped_and_reported(tmp_path: Path) -> None
     cv2.imwrite(str(clean / "tiny.png"), np.zeros((3, 3, 3), np.uint8))
     m = build_benchmark(clean, tmp_path / "o", groups=("B",), per_combo=1, progress=False)
     assert [s["source"] for s in m["skipped"]] == ["bad.png", "tiny.png"]
-    assert "cannot decode" in m["skipped"][0]["reason"] and "smaller than 4" in m["skipped"][1]["reason"]
+    assert "not a recognised image" in m["skipped"][0]["reason"] and "too small" in m["skipped"][1]["reason"]
     assert {it["source"] for it in m["items"]} == {"img0.png"}
 
 

@@ -64,17 +64,17 @@ class Planner(Actor):
                 await self._progress(job, "planned", " -> ".join(search.trace["plan"]) or "nothing to do", search)
                 await self._act(job, search, action, delivery)
             case Reflected(job=job) as r:
-                search = self.searches.get(job)
-                if search is None:
+                running = self.searches.get(job)
+                if running is None:
                     log.info("planner.unknown_job", job=job)  # finished already: a duplicate
                     return
-                rollbacks = search.rollbacks
-                action = search.on_reflected(r.node, r.subtask, r.candidates, r.verdict, r.best)
-                if action is None:
+                rollbacks = running.rollbacks
+                following = running.on_reflected(r.node, r.subtask, r.candidates, r.verdict, r.best)
+                if following is None:
                     return
-                if search.rollbacks > rollbacks:
-                    await self._progress(job, "rollback", f"{r.subtask} failed at node {r.node}; re-planning", search)
-                await self._act(job, search, action, delivery)
+                if running.rollbacks > rollbacks:
+                    await self._progress(job, "rollback", f"{r.subtask} failed at node {r.node}; re-planning", running)
+                await self._act(job, running, following, delivery)
             case other:
                 raise TypeError(f"planner cannot handle {type(other).__name__}")
 

@@ -23,10 +23,10 @@ class Reflector(Actor):
         self.perception = perception
 
     def _rate(self, subtask: str, outputs: list[Candidate]) -> list[Candidate]:
-        ok = [c for c in outputs if c.image is not None and not c.error]
-        if not ok:
+        images = [self.blobs.get(c.image) for c in outputs if c.image is not None and not c.error]
+        if not images:
             return list(outputs)
-        ratings = iter(self.perception.rate([self.blobs.get(c.image) for c in ok], subtask))
+        ratings = iter(self.perception.rate(images, subtask))
         rated = []
         for c in outputs:
             if c.image is not None and not c.error:

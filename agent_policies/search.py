@@ -277,8 +277,9 @@ class Search:
         node.failures.append(_Attempt(subtask, best))
         if self.greedy or not self.budget.rollback:
             # Keep the least-bad output (if it helped) and move on without backtracking.
-            image = best.image if self._helped(subtask, best) else node.image
-            self._event("keep_failed" if image is not node.image else "skip", node=node.id, subtask=subtask)
+            kept = self._helped(subtask, best)
+            image = kept if kept is not None else node.image
+            self._event("keep_failed" if kept is not None else "skip", node=node.id, subtask=subtask)
             child = self._new_node(parent=node.id, image=image, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
             return self._advance(child)
         if self.rollbacks >= self.budget.max_rollbacks:
@@ -302,11 +303,14 @@ class Search:
         self._event("backtrack", node=node.id, to=parent.id, subtask=node.via)
         return self._advance(parent)
 
-    def _helped(self, subtask: str, best: Candidate | None) -> bool:
+    def _helped(self, subtask: str, best: Candidate | None) -> BlobRef | None:
+        """The failed output's image when it lowered the degradation's perceived severity, else None."""
         if best is None or best.image is None or not best.level:
-            return False
+            return None
         before = self.levels.get(subtask, "very_high"), self.scores.get(subtask, 4.0)
-        return (level_index(best.level), best.score) < (level_index(before[0]), float(before[1]))
+        if (level_index(best.level), best.score) < (level_index(before[0]), float(before[1])):
+            return best.image
+        return None
 
     def _fallback(self) -> Action:
         """Continue from the best result seen: the deepest node, plus its least-bad failure if it helped.
@@ -317,10 +321,10 @@ class Search:
         self.greedy = True
         deepest = max(self.nodes.values(), key=lambda n: (len(n.done), -n.id))
         image, done = deepest.image, deepest.done
-        helpful = [a for a in deepest.failures if self._helped(a.subtask, a.best)]
+        helpful = [(a, kept) for a in deepest.failures if a.best is not None and (kept := self._helped(a.subtask, a.best)) is not None]
         if helpful:
-            pick = min(helpful, key=lambda a: (level_index(a.best.level), a.best.score))  # type: ignore[union-attr]
-            image, done = pick.best.image, done + (pick.subtask,)  # type: ignore[union-attr]
+            pick, kept = min(helpful, key=lambda pair: (level_index(pair[0].best.level), pair[0].best.score))  # type: ignore[union-attr]
+            image, done = kept, done + (pick.subtask,)
         failed_here = {a.subtask for a in deepest.failures}
         given_up = [s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s in failed_here and s not in done]
         remaining = tuple(s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s not in done and s not in failed_here)

@@ -109,7 +109,7 @@ class Restorer:
         await self._tg.start(self._supervisor.run)
         return self
 
-    async def __aexit__(self, *exc: object) -> bool | None:
+    async def __aexit__(self, *exc: Any) -> bool | None:
         if self._tg is None:
             raise RuntimeError("Restorer was not entered")
         if self._supervisor is not None:

@@ -37,6 +37,7 @@ REGISTRY: dict[str, type[Message]] = {}
 UPGRADES: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
+@typing.dataclass_transform(kw_only_default=True, frozen_default=True)
 def message(kind: str, version: int = 1) -> Callable[[type[T]], type[T]]:
     """Class decorator: make ``cls`` a frozen slotted keyword-only dataclass and register its kind.
 
@@ -68,6 +69,7 @@ def upgrade(kind: str, from_version: int) -> Callable[[Callable[[dict[str, Any]]
     return wrap
 
 
+@typing.dataclass_transform(kw_only_default=True, frozen_default=True)
 def record(cls: type[T]) -> type[T]:
     """Class decorator for nested values inside messages (frozen, slotted, keyword-only)."""
     return dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)

@@ -259,3 +259,10 @@ def test_deconvolution_regularises_noisy_inputs_more():
     noisy = img + np.random.default_rng(0).standard_normal(img.shape).astype(np.float32) * (20 / 255)
     assert noise_aware_reg(img, 1e-3, 100.0) == pytest.approx(1e-3)
     assert noise_aware_reg(noisy, 1e-3, 100.0) > 5e-3
+
+
+def test_manual_tools_are_not_offered_to_the_agent():
+    """A tool tagged manual is registered and callable but left out of tools_for's default list."""
+    assert "wiener_defocus_deblur_r3" in TOOLS
+    assert "wiener_defocus_deblur_r3" not in tools_for("defocus_blur")
+    assert "wiener_defocus_deblur_r3" in tools_for("defocus_blur", include_manual=True)

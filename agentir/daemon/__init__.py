@@ -1,0 +1,86 @@
+"""``agentir serve``: a long-running daemon with an HTTP and WebSocket API and a durable job store.
+
+Start it and call it::
+
+    agentir serve --port 8080 --data /var/lib/agentir          # or: python -m agentir.daemon ...
+    curl -s -H 'Content-Type: image/png' --data-binary @photo.png localhost:8080/v1/jobs
+    # -> {"id": "3f0c...", "state": "queued"}
+    curl -s localhost:8080/v1/jobs/3f0c...                       # state, progress, trace
+    curl -s -o restored.png localhost:8080/v1/jobs/3f0c.../result
+
+Parts: :mod:`~agentir.daemon.config` (settings), :mod:`~agentir.daemon.store` (SQLite + spool),
+:mod:`~agentir.daemon.worker` (runs jobs through one :class:`~agentir.pipeline.Restorer`),
+:mod:`~agentir.daemon.app` (routes, limits, graceful shutdown), :mod:`~agentir.daemon.ws`
+(WebSocket, msgpack envelopes), :mod:`~agentir.daemon.metrics` (Prometheus text).
+The protocol is described in ``docs/PROTOCOL.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main_serve"]
+
+
+def build_parser(prog: str = "agentir serve") -> argparse.ArgumentParser:
+    """The ``agentir serve`` argument parser (flags override the ``--config`` file)."""
+    p = argparse.ArgumentParser(prog=prog, description="Run the agentir daemon: HTTP/WebSocket API, durable job store, worker.")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080; 0 picks a free one, see --port-file)")
+    p.add_argument("--data", default=None, metavar="DIR", help="data folder: jobs.sqlite3 and spool/ (default ./agentir-data)")
+    p.add_argument("--config", default=None, metavar="FILE", help="TOML settings file (see agentir.daemon.config)")
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (better: set AGENTIR_TOKEN)")
+    p.add_argument("--concurrency", type=int, default=None, help="jobs restored at once (default 2)")
+    p.add_argument("--max-queue", type=int, default=None, help="queued + running jobs before 503 (default 256)")
+    p.add_argument("--max-per-client", type=int, default=None, help="queued + running jobs per client before 429 (default 16)")
+    p.add_argument("--port-file", default=None, metavar="FILE", help="write the bound port here once listening")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-console", action="store_true", help="console log lines instead of JSON")
+    return p
+
+
+def main_serve(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``agentir serve``; returns the exit code (2 for bad settings)."""
+    import anyio
+
+    from agentir.daemon.config import ConfigError, DaemonConfig
+
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        config = DaemonConfig.load(
+            args.config,
+            host=args.host,
+            port=args.port,
+            data=args.data,
+            token=args.token,
+            concurrency=args.concurrency,
+            max_queue=args.max_queue,
+            max_per_client=args.max_per_client,
+            port_file=args.port_file,
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    _configure_logging(args.log_level, json_logs=not args.log_console)
+    from agentir.daemon.app import serve_forever
+    from agentir.daemon.store import StoreError
+
+    try:
+        anyio.run(serve_forever, config)
+    except KeyboardInterrupt:
+        return 130
+    except StoreError as exc:  # the data folder is held by another daemon, ...
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # port in use, data folder not writable ...
+        print(f"error: cannot start the daemon ({exc}); check --host/--port and that --data is writable", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _configure_logging(level: str, *, json_logs: bool) -> None:
+    from agentir.cli import _configure_logging as configure
+
+    configure(level, json_logs)

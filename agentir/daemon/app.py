@@ -1,0 +1,536 @@
+"""The daemon: the aiohttp application, its routes and :func:`run_daemon` (store + Restorer + worker).
+
+HTTP API (``docs/PROTOCOL.md`` has the full reference)::
+
+    POST   /v1/jobs               image body (image/*) or multipart (image, policy, options) -> 202 {"id"}
+    GET    /v1/jobs               list, newest first: ?limit=50&before=<cursor>&state=<state>
+    GET    /v1/jobs/{id}          state, progress, trace
+    GET    /v1/jobs/{id}/result   the PNG (409 until done)
+    DELETE /v1/jobs/{id}          cancel a queued or running job
+    GET    /v1/ws                 WebSocket, msgpack bus envelopes (agentir.daemon.ws)
+    GET    /healthz  /readyz  /metrics
+
+Every error is JSON ``{"error": "<one line that says what to do>"}`` with the status code of
+the table in ``docs/PROTOCOL.md``; 429 and 503 carry ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import structlog
+from aiohttp import BodyPartReader, web
+
+from agentir.daemon.config import DaemonConfig
+from agentir.daemon.metrics import Metrics
+from agentir.daemon.store import DONE, QUEUED, RUNNING, STATES, JobRecord, JobStore, ResultNotReady, StoreError
+from agentir.daemon.worker import Worker
+from agentir.imageio import ImageInputError, decode_image, write_text_atomic
+from agentir.pipeline import Restorer
+from bus.blobs import MemoryBlobStore
+
+log = structlog.get_logger(__name__)
+
+#: Options a job may carry (validated before accept; see agent_policies.search.Budget and the planner).
+JOB_OPTIONS: tuple[str, ...] = ("max_tool_calls", "max_rollbacks", "max_seconds", "wave", "rollback", "reflection", "tools", "subtasks")
+
+#: Where routes find the :class:`Daemon` (``request.app[DAEMON]``).
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"WEBP", 8, "WEBP"),
+)
+
+
+class ApiError(Exception):
+    """An answer other than success: ``status``, a one-line ``message``, optional ``retry_after``."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        self.status = status
+        self.message = " ".join(message.split())
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the first bytes (never the Content-Type header), or None."""
+    for magic, offset, name in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            if name == "WEBP" and data[:4] != b"RIFF":
+                continue
+            return name
+    if len(data) >= 3 and data[0:1] == b"P" and data[1:2] in b"123456" and data[2:3] in b" \t\r\n":
+        return "PPM"
+    return None
+
+
+def _name_error(exc: Exception) -> str:
+    return str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
+
+
+def validate_job(policy: str, options: Any) -> dict[str, Any]:
+    """Check a job's planning policy and options before it is accepted; raises ApiError(422)."""
+    import toolbox.tools  # noqa: F401 - registers the built-in tools
+    from agent_policies.registry import PLANNING, REFLECTION
+    from agent_policies.search import Budget
+    from toolbox.base import TOOL_INFO
+    from toolbox.registry import UnknownNameError
+    from toolbox.vocab import check_degradation
+
+    if policy not in PLANNING:
+        try:
+            PLANNING.get(policy)
+        except UnknownNameError as exc:
+            raise ApiError(422, _name_error(exc)) from None
+    if not isinstance(options, dict):
+        raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}")
+    unknown = sorted(set(options) - set(JOB_OPTIONS))
+    if unknown:
+        raise ApiError(422, f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(JOB_OPTIONS)}")
+    try:
+        Budget.from_options(options)
+        if "reflection" in options:
+            REFLECTION.get(str(options["reflection"]))
+        subtasks = options.get("subtasks")
+        if subtasks is not None:
+            if not isinstance(subtasks, list) or not all(isinstance(s, str) for s in subtasks):
+                raise ValueError("job option 'subtasks' must be a list of degradation names")
+            for s in subtasks:
+                check_degradation(s)
+        tools = options.get("tools")
+        if tools is not None:
+            if not isinstance(tools, dict):
+                raise ValueError("job option 'tools' must map a degradation to a list of tool names")
+            for subtask, names in tools.items():
+                check_degradation(subtask)
+                if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+                    raise ValueError(f"job option 'tools' for {subtask!r} must be a non-empty list of tool names")
+                for n in names:
+                    if n not in TOOL_INFO:
+                        raise ValueError(f"unknown tool {n!r} in job option 'tools'; `agentir tools` lists them")
+    except UnknownNameError as exc:
+        raise ApiError(422, _name_error(exc)) from None
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    return options
+
+
+class Daemon:
+    """The running daemon's parts; routes reach it as ``request.app[DAEMON]``."""
+
+    def __init__(self, config: DaemonConfig, store: JobStore, worker: Worker, metrics: Metrics, restorer: Restorer) -> None:
+        self.config = config
+        self.store = store
+        self.worker = worker
+        self.metrics = metrics
+        self.restorer = restorer
+        self.ready = False
+        self.draining = False
+        self.port = 0
+        self.started = time.time()
+        self._decode_slots = anyio.CapacityLimiter(2)  # bounds memory held by concurrent decodes
+        self._batches_seen = 0
+        self.ws_connections = 0
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def client_of(self, request: web.Request) -> str:
+        """Who a request counts against for per-client limits and idempotency keys."""
+        if self.config.trust_client_header:
+            given = request.headers.get("X-Client-Id", "").strip()
+            if given:
+                return given[:128]
+        return request.remote or "unknown"
+
+    async def accept(
+        self, data: bytes, *, client: str, policy: str | None, options: dict[str, Any] | None, idem_key: str | None
+    ) -> tuple[JobRecord, bool]:
+        """Validate and durably queue one job (shared by HTTP and WebSocket); raises ApiError."""
+        if self.draining or not self.ready:
+            self.metrics.inc("agentir_jobs_rejected_total", reason="shutting_down")
+            raise ApiError(503, "the daemon is shutting down; retry against the restarted daemon", retry_after=self.config.retry_after)
+        if len(data) > self.config.max_body_bytes:
+            self.metrics.inc("agentir_jobs_rejected_total", reason="too_large")
+            raise ApiError(413, f"image of {len(data)} bytes exceeds the limit of {self.config.max_body_bytes} bytes; downscale or recompress it")
+        if idem_key is not None and (len(idem_key) > 128 or not idem_key.isprintable()):
+            raise ApiError(400, "Idempotency-Key must be at most 128 printable characters")
+        policy = policy or self.config.policy
+        options = validate_job(policy, options if options is not None else {})
+        kind = sniff_format(data)
+        if kind is None:
+            self.metrics.inc("agentir_jobs_rejected_total", reason="unsupported_type")
+            raise ApiError(415, "the body is not a supported image (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM or GIF, judged from its bytes); send the encoded image file")
+        try:
+            image = await anyio.to_thread.run_sync(
+                lambda: decode_image(data, name="upload", max_pixels=self.config.max_pixels), limiter=self._decode_slots
+            )
+        except ImageInputError as exc:
+            too_large = exc.reason.startswith("image is too large")
+            self.metrics.inc("agentir_jobs_rejected_total", reason="too_many_pixels" if too_large else "bad_image")
+            raise ApiError(413 if too_large else 422, str(exc)) from None
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            record, created = await self.store.submit(
+                data,
+                client=client,
+                input_sha=sha,
+                width=int(image.shape[1]),
+                height=int(image.shape[0]),
+                policy=policy,
+                options=options,
+                idem_key=idem_key,
+                max_queue=self.config.max_queue,
+                max_per_client=self.config.max_per_client,
+                retry_after=self.config.retry_after,
+            )
+        except StoreError as exc:
+            self.metrics.inc("agentir_jobs_rejected_total", reason=type(exc).__name__)
+            raise ApiError(exc.status, str(exc), retry_after=exc.retry_after) from None
+        if created:
+            self.metrics.inc("agentir_jobs_submitted_total")
+            log.info("job.accepted", job=record.id, client=client, bytes=len(data), width=record.width, height=record.height, policy=policy)
+            self.worker.notify()
+        return record, created
+
+    async def cancel(self, job: str) -> str:
+        """Cancel ``job``; returns the state it had. Raises StoreError (404, 409)."""
+        previous = await self.store.cancel(job)
+        if previous == RUNNING:
+            self.worker.cancel(job)
+        else:
+            self.worker.ended(job, "cancelled")
+        log.info("job.cancelled", job=job, was=previous)
+        return previous
+
+    async def view(self, record: JobRecord, *, with_trace: bool = True) -> dict[str, Any]:
+        out = record.to_json(with_trace=with_trace)
+        live = self.worker.progress.get(record.id)
+        if record.state == RUNNING and live is not None:
+            out["progress"] = live.to_json()
+        else:
+            out["progress"] = {"stage": record.state}
+        if record.state == DONE:
+            out["result"] = f"/v1/jobs/{record.id}/result"
+        return out
+
+    async def refresh_gauges(self) -> None:
+        counts = await self.store.counts()
+        for state, n in counts.items():
+            self.metrics.set("agentir_jobs", n, state=state)
+        self.metrics.set("agentir_queue_depth", counts[QUEUED])
+        self.metrics.set("agentir_jobs_running", self.worker.running)
+        self.metrics.set("agentir_ws_connections", self.ws_connections)
+        supervisor = getattr(self.restorer, "_supervisor", None)
+        executor = getattr(supervisor, "actors", {}).get("executor") if supervisor is not None else None
+        sizes = getattr(executor, "batch_sizes", None)
+        if isinstance(sizes, list):
+            if len(sizes) < self._batches_seen:  # the executor was restarted
+                self._batches_seen = 0
+            for size in sizes[self._batches_seen :]:
+                self.metrics.observe("agentir_batch_size", float(size))
+            self._batches_seen = len(sizes)
+
+
+# ----------------------------------------------------------------------------- middleware
+def _error_response(status: int, message: str, *, retry_after: int | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    hdrs = dict(headers or {})
+    if retry_after is not None:
+        hdrs["Retry-After"] = str(int(retry_after))
+    return web.json_response({"error": " ".join(message.split())}, status=status, headers=hdrs)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON error bodies for every failure; request counts for /metrics."""
+    daemon: Daemon = request.app[DAEMON]
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error_response(exc.status, exc.message, retry_after=exc.retry_after)
+    except StoreError as exc:
+        response = _error_response(exc.status, str(exc), retry_after=exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 404:
+            text = f"no such endpoint {request.method} {request.path}; see docs/PROTOCOL.md"
+        elif exc.status == 405:
+            text = f"method {request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            text = f"request body exceeds the limit of {daemon.config.max_body_bytes} bytes; downscale or recompress the image"
+        response = _error_response(exc.status, text)
+    except Exception as exc:  # noqa: BLE001 - one request must never take the daemon down
+        log.exception("http.internal_error", path=request.path, error=f"{type(exc).__name__}: {exc}")
+        response = _error_response(500, f"internal error ({type(exc).__name__}); the daemon logged it, retry or report it")
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource is not None else "other"
+    daemon.metrics.inc("agentir_http_requests_total", method=request.method, route=route, status=str(response.status))
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer-token check (when a token is configured) on everything but the health probes."""
+    daemon: Daemon = request.app[DAEMON]
+    token = daemon.config.token
+    if token and request.path not in ("/healthz", "/readyz"):
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'") from None
+    return await handler(request)
+
+
+# ----------------------------------------------------------------------------- routes
+async def _read_limited(read: Callable[[], Awaitable[bytes]], limit: int) -> bytes:
+    """Read chunks until EOF, refusing (413) once more than ``limit`` bytes arrived."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await read()
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes; downscale or recompress the image")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse_options(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}")
+    return value
+
+
+async def post_job(request: web.Request) -> web.Response:
+    daemon: Daemon = request.app[DAEMON]
+    limit = daemon.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit + (1 << 16):
+        daemon.metrics.inc("agentir_jobs_rejected_total", reason="too_large")
+        raise ApiError(413, f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes; downscale or recompress the image")
+    ctype = request.content_type
+    policy: str | None = request.query.get("policy")
+    options_text: str | None = request.query.get("options")
+    if ctype.startswith("multipart/"):
+        reader = await request.multipart()
+        data: bytes | None = None
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "nested multipart bodies are not accepted; send fields 'image', 'policy' and 'options'")
+            name = part.name or ""
+            read = functools.partial(part.read_chunk, 1 << 16)
+            if name in ("image", "file"):
+                data = await _read_limited(read, limit)
+            elif name == "policy":
+                policy = (await _read_limited(read, 256)).decode("utf-8", "replace").strip()
+            elif name == "options":
+                options_text = (await _read_limited(read, 1 << 16)).decode("utf-8", "replace")
+            else:
+                raise ApiError(400, f"unknown multipart field {name!r}; send 'image', 'policy' and 'options'")
+        if data is None:
+            raise ApiError(400, "multipart body has no 'image' field; send the image file as field 'image'")
+    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+        data = await _read_limited(functools.partial(request.content.read, 1 << 16), limit)
+    else:
+        daemon.metrics.inc("agentir_jobs_rejected_total", reason="content_type")
+        raise ApiError(415, f"Content-Type {ctype or '(none)'!r} is not accepted; send the image as the body with an image/* type, or as multipart/form-data field 'image'")
+    options = _parse_options(options_text)
+    idem_key = request.headers.get("Idempotency-Key")
+    record, created = await daemon.accept(data, client=daemon.client_of(request), policy=policy, options=options, idem_key=idem_key)
+    headers = {"Location": f"/v1/jobs/{record.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response({"id": record.id, "state": record.state}, status=202, headers=headers)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    daemon: Daemon = request.app[DAEMON]
+    record = await daemon.store.get(request.match_info["id"])
+    return web.json_response(await daemon.view(record))
+
+
+async def get_result(request: web.Request) -> web.StreamResponse:
+    daemon: Daemon = request.app[DAEMON]
+    job = request.match_info["id"]
+    record = await daemon.store.get(job)
+    if record.state != DONE:
+        raise ResultNotReady(job, record.state, record.error)
+    path = daemon.store.result_path(job)  # the id was checked: 32 hex digits, server-generated
+    try:
+        body = await anyio.to_thread.run_sync(path.read_bytes)
+    except FileNotFoundError:
+        raise ApiError(404, f"the result of job {job} was deleted by retention; resubmit the image") from None
+    return web.Response(body=body, content_type="image/png", headers={"Content-Disposition": f'inline; filename="{job}.png"'})
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    daemon: Daemon = request.app[DAEMON]
+    job = request.match_info["id"]
+    await daemon.cancel(job)
+    return web.json_response({"id": job, "state": "cancelled"})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    daemon: Daemon = request.app[DAEMON]
+    q = request.query
+    try:
+        limit = int(q.get("limit", "50"))
+        before = int(q["before"]) if q.get("before") else None
+    except ValueError:
+        raise ApiError(400, "limit and before must be integers (before is the 'next' value of the previous page)") from None
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "limit must be between 1 and 500")
+    state = q.get("state") or None
+    if state is not None and state not in STATES:
+        raise ApiError(400, f"unknown state {state!r}; use one of {', '.join(STATES)}")
+    records = await daemon.store.list_jobs(limit=limit, before=before, state=state)
+    jobs = [await daemon.view(r, with_trace=False) for r in records]
+    nxt = str(records[-1].seq) if len(records) == limit else None
+    return web.json_response({"jobs": jobs, "next": nxt})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    daemon: Daemon = request.app[DAEMON]
+    if daemon.draining:
+        return _error_response(503, "the daemon is shutting down", retry_after=daemon.config.retry_after)
+    if not daemon.ready:
+        return _error_response(503, "the daemon is starting", retry_after=1)
+    return web.json_response({"status": "ready", "running": daemon.worker.running})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    daemon: Daemon = request.app[DAEMON]
+    await daemon.refresh_gauges()
+    return web.Response(text=daemon.metrics.render(), content_type="text/plain", charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    """The aiohttp application for ``daemon`` (routes and middleware; no socket yet)."""
+    from agentir.daemon.ws import websocket_handler
+
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=daemon.config.max_body_bytes + (1 << 16))
+    app[DAEMON] = daemon
+    app.router.add_post("/v1/jobs", post_job)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{id}", get_job)
+    app.router.add_get("/v1/jobs/{id}/result", get_result)
+    app.router.add_delete("/v1/jobs/{id}", delete_job)
+    app.router.add_get("/v1/ws", websocket_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+# ----------------------------------------------------------------------------- running
+async def _retention(daemon: Daemon) -> None:
+    while True:
+        try:
+            await daemon.store.cleanup(time.time() - daemon.config.retention_seconds)
+        except Exception as exc:  # noqa: BLE001 - retention retries next round
+            log.error("store.cleanup_failed", error=f"{type(exc).__name__}: {exc}")
+        await anyio.sleep(daemon.config.cleanup_interval)
+
+
+@asynccontextmanager
+async def run_daemon(config: DaemonConfig) -> AsyncIterator[Daemon]:
+    """Open the store, start the Restorer, the worker and the HTTP server; yield the :class:`Daemon`.
+
+    On exit (graceful shutdown): new jobs are refused (503), running jobs get
+    ``config.shutdown_grace`` seconds to finish and are re-queued otherwise, then the server stops.
+    """
+    store = JobStore(config.data, max_attempts=config.max_attempts, min_free_bytes=config.min_free_bytes)
+    recovered = await store.open()
+    metrics = Metrics()
+    try:
+        async with Restorer(
+            policy=config.policy,
+            perception=config.perception,
+            blobs=MemoryBlobStore(max_bytes=config.blob_bytes),
+            max_inflight=config.concurrency,
+            job_timeout=config.job_timeout,
+        ) as restorer:
+            worker = Worker(
+                store, restorer, metrics, concurrency=config.concurrency, max_attempts=config.max_attempts,
+                max_pixels=config.max_pixels, disk_backoff=config.disk_backoff,
+            )  # fmt: skip
+            daemon = Daemon(config, store, worker, metrics, restorer)
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                tg.start_soon(_retention, daemon)
+                runner = web.AppRunner(build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+                await runner.setup()
+                try:
+                    site = web.TCPSite(runner, config.host, config.port)
+                    await site.start()
+                    server = getattr(site, "_server", None)
+                    sockets = getattr(server, "sockets", None) or []
+                    daemon.port = int(sockets[0].getsockname()[1]) if sockets else int(config.port)
+                    daemon.ready = True
+                    if config.port_file is not None:
+                        write_text_atomic(config.port_file, f"{daemon.port}\n")
+                    log.info("daemon.listening", url=daemon.url, data=str(config.data), concurrency=config.concurrency, **recovered)
+                    try:
+                        yield daemon
+                    finally:
+                        daemon.draining = True
+                        with anyio.CancelScope(shield=True):
+                            requeued = await worker.drain(config.shutdown_grace)
+                            log.info("daemon.stopping", requeued=requeued)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await runner.cleanup()
+                    tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+        log.info("daemon.stopped")
+
+
+async def serve_forever(config: DaemonConfig) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    import signal
+
+    async with run_daemon(config):
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("daemon.signal", signal=signal.Signals(signum).name)
+                break
+
+
+__all__ = ["DAEMON", "ApiError", "Daemon", "build_app", "run_daemon", "serve_forever", "sniff_format", "validate_job"]

@@ -1,0 +1,114 @@
+"""Daemon settings: defaults, a TOML file (``--config``), environment and command-line overrides.
+
+Precedence, lowest first: the defaults below, the TOML file's ``[serve]`` table (or its top
+level), ``AGENTIR_TOKEN`` for the bearer token (so it need not appear in ``ps``), then the
+command-line flags.
+
+Example ``agentir.toml``::
+
+    [serve]
+    host = "127.0.0.1"
+    port = 8080
+    data = "/var/lib/agentir"
+    concurrency = 2            # jobs restored at once
+    max_queue = 256            # queued + running jobs before POST answers 503
+    max_per_client = 16        # queued + running jobs per client before POST answers 429
+    max_body_bytes = 33554432  # 32 MiB; larger uploads answer 413
+    max_pixels = 40000000      # decoded width x height; larger images answer 413
+    retention_seconds = 86400  # finished jobs (and their PNGs) are deleted after this
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names it and says what is expected."""
+
+
+@dataclass
+class DaemonConfig:
+    """Every setting of ``agentir serve`` (see the module docstring for the file format)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: Path = field(default_factory=lambda: Path("agentir-data"))
+    token: str = ""  #: bearer token; empty disables auth
+    concurrency: int = 2  #: jobs restored at once by the worker
+    max_queue: int = 256  #: queued + running jobs before POST answers 503
+    max_per_client: int = 16  #: queued + running jobs of one client before 429
+    max_ws_connections: int = 64  #: open WebSockets before /v1/ws answers 503
+    max_body_bytes: int = 32 << 20
+    max_pixels: int = 40_000_000
+    min_free_bytes: int = 64 << 20  #: refuse new jobs (507) when the data disk has less free
+    job_timeout: float = 600.0
+    max_attempts: int = 3  #: a job that was running during this many crashes is failed
+    retention_seconds: float = 86_400.0
+    cleanup_interval: float = 300.0
+    shutdown_grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM before re-queueing
+    disk_backoff: float = 30.0  #: seconds without claiming jobs after the disk filled up while storing a result
+    retry_after: int = 5  #: seconds suggested in Retry-After on 429 / 503
+    policy: str = "rules"  #: default planning policy
+    perception: str = "analytic"
+    blob_bytes: int = 512 << 20  #: in-memory blob store bound
+    trust_client_header: bool = False  #: use X-Client-Id (behind a trusted proxy) instead of the peer address
+    port_file: Path | None = None  #: write the bound port here once listening (tests, supervisors)
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        if self.port_file is not None:
+            self.port_file = Path(self.port_file)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for out-of-range values."""
+        for name in ("concurrency", "max_queue", "max_per_client", "max_ws_connections", "max_body_bytes", "max_pixels", "max_attempts", "blob_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"setting {name!r} must be a positive integer, got {value!r}")
+        for name in ("job_timeout", "retention_seconds", "cleanup_interval", "shutdown_grace", "disk_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"setting {name!r} must be a positive number of seconds, got {value!r}")
+        if not 0 <= int(self.port) <= 65535:
+            raise ConfigError(f"setting 'port' must be 0..65535, got {self.port!r}")
+        if self.min_free_bytes < 0:
+            raise ConfigError(f"setting 'min_free_bytes' must be >= 0, got {self.min_free_bytes!r}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> DaemonConfig:
+        """Defaults, then the TOML file at ``path``, then ``AGENTIR_TOKEN``, then non-None ``overrides``.
+
+        Raises:
+            ConfigError: the file is missing or not TOML, or has an unknown or bad setting.
+        """
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ConfigError("reading --config needs Python 3.11 or newer (tomllib); pass settings as flags instead") from None
+            try:
+                with open(path, "rb") as fh:
+                    doc = tomllib.load(fh)
+            except FileNotFoundError:
+                raise ConfigError(f"config file {str(path)!r} does not exist; check the --config path") from None
+            except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+                raise ConfigError(f"config file {str(path)!r} cannot be read as TOML ({exc}); fix it") from None
+            values.update(doc.get("serve", doc) if isinstance(doc.get("serve"), dict) else doc)
+        if os.environ.get("AGENTIR_TOKEN"):
+            values["token"] = os.environ["AGENTIR_TOKEN"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"bad setting: {exc}") from None

@@ -11,6 +11,7 @@ PLANNING: Registry[Any] = Registry("planning policy")
 REFLECTION: Registry[Any] = Registry("reflection policy")
 
 PERCEPTION.register("analytic", "agent_policies.perception.analytic:AnalyticPerception")
+PERCEPTION.register("vlm", "agent_policies.perception.vlm:VLMPerception")
 PLANNING.register("rules", "agent_policies.planning.rules:RulesPlanner")
 PLANNING.register("random", "agent_policies.planning.random_order:RandomPlanner")
 PLANNING.register("fixed", "agent_policies.planning.fixed:FixedPlanner")

@@ -154,9 +154,10 @@ class AnalyticPerception:
     Raises:
         CalibrationError: the file is missing, unreadable or lacks a model for a degradation.
 
-    Cost: about 25-45 ms per 512 x 512 image for :meth:`perceive` on one CPU core; larger images
-    cost about the same (texture features use a 512 x 512 centre crop, global ones a 256-pixel
-    thumbnail). Thread-safe: instances are read-only after construction.
+    Cost: about 35-40 ms per 512 x 512 image for :meth:`perceive` (median, two shared CPU cores
+    under load; ``agentir bench perception`` measures it); larger images cost about the same
+    (texture features use a 512 x 512 centre crop, global ones a 256-pixel thumbnail).
+    Thread-safe: instances are read-only after construction.
     """
 
     name = "analytic"

@@ -99,11 +99,18 @@ class _Prepared:
         return self._cache["rgb"]
 
     @property
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The crop's R, G, B as contiguous float32 planes (same values as :attr:`rgb`; faster to combine)."""
+        if "planes" not in self._cache:
+            self._cache["planes"] = tuple(np.ascontiguousarray(self.rgb[..., i]) for i in range(3))  # type: ignore[assignment]
+        return self._cache["planes"]  # type: ignore[return-value]
+
+    @property
     def gray(self) -> np.ndarray:
         """BT.601 luma of the crop, float32 on 0..255."""
         if "gray" not in self._cache:
-            c = self.rgb
-            self._cache["gray"] = 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
+            r, g, b = self.planes
+            self._cache["gray"] = 0.299 * r + 0.587 * g + 0.114 * b
         return self._cache["gray"]
 
     def gray_scale(self, s: int) -> np.ndarray:
@@ -140,11 +147,29 @@ class _Prepared:
 
 
 def _pct(a: np.ndarray, q: float) -> float:
-    """``np.percentile(a, q)`` (linear interpolation) via one partition: about twice as fast."""
+    """``np.percentile(a, q)`` (linear interpolation) of a finite array, via partitions: several times faster.
+
+    For a high ``q`` on a large array only the top of the distribution is partitioned: a threshold
+    ``t`` from a strided sample (its ``q - 4`` percentile) keeps the elements ``>= t``; when at least
+    the wanted ranks are among them (almost always), the rank shifted by the number of elements
+    below ``t`` picks the same value as a full partition would, so the result is bit-identical;
+    otherwise the whole array is partitioned.
+    """
     flat = a.ravel()
-    idx = q / 100.0 * (flat.size - 1)
+    n = flat.size
+    idx = q / 100.0 * (n - 1)
     lo = int(math.floor(idx))
-    hi = min(lo + 1, flat.size - 1)
+    hi = min(lo + 1, n - 1)
+    if n >= 8192 and q >= 50:
+        sample = flat[::16]
+        k = int(sample.size * (q - 4.0) / 100.0)
+        t = np.partition(sample, k)[k]
+        keep = flat >= t
+        below = n - int(np.count_nonzero(keep))
+        if lo >= below:
+            part = np.partition(flat[keep], (lo - below, hi - below))
+            a_lo, a_hi = float(part[lo - below]), float(part[hi - below])
+            return a_lo + (a_hi - a_lo) * (idx - lo)
     part = np.partition(flat, (lo, hi))
     a_lo, a_hi = float(part[lo]), float(part[hi])
     return a_lo + (a_hi - a_lo) * (idx - lo)
@@ -176,11 +201,12 @@ _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
 
 def _noise(p: _Prepared) -> dict[str, float]:
-    c = p.rgb
+    cr, cg, cb = p.planes
+    d01, d21 = cr - cg, cb - cg  # chroma differences, each computed once
     g = p.gray
     s_luma = _mad_sigma(g)
-    s_c1 = _mad_sigma(c[..., 0] - c[..., 1]) / math.sqrt(2.0)
-    s_c2 = _mad_sigma(c[..., 2] - c[..., 1]) / math.sqrt(2.0)
+    s_c1 = _mad_sigma(d01) / math.sqrt(2.0)
+    s_c2 = _mad_sigma(d21) / math.sqrt(2.0)
     # Immerkaer (1996): sigma = sqrt(pi/2) / 6 * mean |I * N| over homogeneous regions.
     r = np.abs(cv2.filter2D(g, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))[1:-1, 1:-1]
     bh, bw = r.shape[0] // 8, r.shape[1] // 8
@@ -190,8 +216,8 @@ def _noise(p: _Prepared) -> dict[str, float]:
         blocks = np.array([r.mean()])
     k = math.sqrt(math.pi / 2.0) / 6.0
     p10, p50 = np.percentile(blocks, [10, 50]) * k
-    rc = np.abs(cv2.filter2D(c[..., 0] - c[..., 1], -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
-    rc += np.abs(cv2.filter2D(c[..., 2] - c[..., 1], -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
+    rc = np.abs(cv2.filter2D(d01, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
+    rc += np.abs(cv2.filter2D(d21, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
     rc = rc[1:-1, 1:-1]
     if bh >= 1 and bw >= 1:
         cblocks = rc[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8).mean(axis=(1, 3)).ravel()
@@ -248,9 +274,19 @@ def _jpeg(p: _Prepared) -> dict[str, float]:
     }
 
 
+def _max3(s: np.ndarray) -> np.ndarray:
+    """``s.max(axis=2)`` for an H x W x 3 array, bit-identical and several times faster."""
+    return np.maximum(np.maximum(s[..., 0], s[..., 1]), s[..., 2])
+
+
+def _min3(s: np.ndarray) -> np.ndarray:
+    """``s.min(axis=2)`` for an H x W x 3 array, bit-identical and several times faster."""
+    return np.minimum(np.minimum(s[..., 0], s[..., 1]), s[..., 2])
+
+
 def _lum(p: _Prepared) -> dict[str, float]:
     s = p.small
-    v = s.max(axis=2)
+    v = _max3(s)
     y = 0.299 * s[..., 0] + 0.587 * s[..., 1] + 0.114 * s[..., 2]
     p5, p50, p95, p99 = np.percentile(v, [5, 50, 95, 99])
     return {
@@ -267,8 +303,8 @@ def _lum(p: _Prepared) -> dict[str, float]:
 
 def _haze(p: _Prepared) -> dict[str, float]:
     s = p.small
-    mn = s.min(axis=2)
-    mx = s.max(axis=2)
+    mn = _min3(s)
+    mx = _max3(s)
     dc = cv2.erode(mn, np.ones((7, 7), np.uint8), borderType=cv2.BORDER_REPLICATE)
     sat = (mx - mn) / (mx + 1e-3)
     y = 0.299 * s[..., 0] + 0.587 * s[..., 1] + 0.114 * s[..., 2]
@@ -321,18 +357,19 @@ def _blur(p: _Prepared) -> dict[str, float]:
             out["blur.dir_ratio"] = math.log(min(d) / max(d))
             out["blur.sharp2"] = math.log(p99[2])
         if s == 4:
-            d = [_pct(np.abs(math.cos(a) * gx + math.sin(a) * gy), 98) + 0.1 for a in _ANGLES8]
+            # kept raw: the per-direction sharpness ratios below reuse them
+            q4 = [_pct(np.abs(math.cos(a) * gx + math.sin(a) * gy), 98) for a in _ANGLES8]
+            d = [q + 0.1 for q in q4]
             out["blur.dir_ratio4"] = math.log(min(d) / max(d))
     # blur anisotropy that texture anisotropy does not fake: per direction, how much sharper the
     # fine scale is than scale 4 (a motion blur kills the fine scale along its direction only)
     gx1, gy1 = p.grad(1)
-    gx1, gy1 = gx1[::2, ::2], gy1[::2, ::2]
-    gx4, gy4 = p.grad(4)
+    gx1, gy1 = np.ascontiguousarray(gx1[::2, ::2]), np.ascontiguousarray(gy1[::2, ::2])
     r = []
-    for a in _ANGLES8:
+    for a, q in zip(_ANGLES8, q4):
         c, s_ = math.cos(a), math.sin(a)
         d1 = _pct(np.abs(c * gx1 + s_ * gy1), 98) + 0.2
-        d4 = _pct(np.abs(c * gx4 + s_ * gy4), 98) + 0.2
+        d4 = q + 0.2
         r.append(math.log(d1 / d4))
     out["blur.dirsharp_min"] = min(r)
     out["blur.dirsharp_max"] = max(r)
@@ -370,11 +407,13 @@ def _rain(p: _Prepared) -> dict[str, float]:
     dy, dx = _RAIN_DIRS[best]
     cor_b = _shift_corr(rb, dy, dx) / var_b
     # achromatic: the top-hat of the chroma difference is small when the bright lines are white
-    c = p.rgb
-    chroma = np.abs(c[..., 0] - c[..., 2]) + np.abs(c[..., 1] - c[..., 2])
     strong = th > 12.0
     frac = float(strong.mean())
-    chroma_strong = float(chroma[strong].mean()) if strong.any() else 0.0
+    if strong.any():
+        c = p.rgb[strong]  # only the strong pixels' chroma is used (same values, far fewer pixels)
+        chroma_strong = float((np.abs(c[:, 0] - c[:, 2]) + np.abs(c[:, 1] - c[:, 2])).mean())
+    else:
+        chroma_strong = 0.0
     return {
         "rain.tophat_mean": math.log(float(th.mean()) + 0.1),
         "rain.tophat_p99": math.log(_pct(th, 99) + 0.1),

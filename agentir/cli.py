@@ -4,6 +4,9 @@
 ``agentir perceive INPUT... --json``  rate every degradation, one JSON object per line
 ``agentir degrade CLEAN OUT``         build the benchmark's degraded images (BENCHMARK.md recipe)
 ``agentir bench DATA_DIR ...``       compare policies on a built benchmark (tables, charts, HTML)
+``agentir bench perception|serve|kernels ...``  the sub-benchmarks
+``agentir serve``                     the daemon: HTTP/WebSocket API over a durable job store
+``agentir train perception``          refit the perception calibration reproducibly
 ``agentir tools``                     list the registered tools and policies
 
 Exit codes: 0 all inputs done, 1 some input failed (each failure is one line on stderr),
@@ -177,11 +180,6 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_not_built(args: argparse.Namespace) -> int:
-    _err(f"error: 'agentir {args.command}' is not built yet (see the README's roadmap); nothing was done")
-    return EXIT_USAGE
-
-
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from agentir import __version__
@@ -226,10 +224,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("serve", help="run the daemon (HTTP/WebSocket API) — not built yet")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_not_built)
+    p = sub.add_parser("serve", add_help=False, help="run the daemon: HTTP/WebSocket API, durable job store (agentir serve --help)")
+    p.add_argument("serve_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("train", add_help=False, help="train or calibrate models (agentir train perception --help)")
+    p.add_argument("train_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from agentir.daemon import main_serve
+
+    return int(main_serve(list(args.serve_argv)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agentir.train import main_train
+
+    return int(main_train(list(args.train_argv)))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -241,8 +255,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    # Options before the first positional word belong to the delegated command.
     if args.command == "bench":
-        args.bench_argv = extra + list(args.bench_argv)  # options before DATA_DIR belong to bench
+        args.bench_argv = extra + list(args.bench_argv)
+    elif args.command == "serve":
+        args.serve_argv = extra + list(args.serve_argv)
+    elif args.command == "train":
+        args.train_argv = extra + list(args.train_argv)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.log_level, args.log_json)

@@ -78,5 +78,5 @@ def test_missing_input_and_unknown_policy_are_one_line_errors(tmp_path):
 
 def test_not_built_commands_say_so(tmp_path):
     """Commands on the roadmap but not built yet fail with a clear message, not a stub result."""
-    proc = agentir("serve", cwd=tmp_path)
-    assert proc.returncode == 2 and "not built yet" in proc.stderr
+    proc = agentir("train", "tool", "dct_denoise", cwd=tmp_path)
+    assert proc.returncode == 2 and "not built yet" in proc.stderr and "Traceback" not in proc.stderr

@@ -82,7 +82,8 @@ async def _restore_all(args: argparse.Namespace) -> int:
         options["rollback"] = False
     if args.no_reflection:
         options["reflection"] = "none"
-    bar = tqdm(total=len(items), unit="img", disable=len(items) < 2 or args.quiet, file=sys.stderr, dynamic_ncols=True)
+    # The bar is for people at a terminal; piped stderr gets the per-image lines only.
+    bar = tqdm(total=len(items), unit="img", disable=len(items) < 2 or args.quiet or not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True)
     results = {"failed": failed}
 
     async def one(restorer: Restorer, path: Path, rel: Path, limiter: anyio.Semaphore) -> None:

@@ -174,7 +174,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
         print(f"{d} ({SUBTASKS[d]}):")
         for info in TOOL_INFO.values():
             if info.degradation == d:
-                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {info.description}")
+                manual = " (manual: not tried by the agent unless named)" if "manual" in info.tags else ""
+                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {info.description}{manual}")
     print(f"perception policies: {', '.join(PERCEPTION.names())}")
     print(f"planning policies:   {', '.join(PLANNING.names())}")
     print(f"reflection policies: {', '.join(REFLECTION.names())}")

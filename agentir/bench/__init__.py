@@ -71,6 +71,7 @@ SUB_BENCHMARKS: dict[str, str] = {
     "kernels": "kernels.bench:main",
     "perception": "agentir.bench.perception:main_bench_perception",
     "serve": "agentir.bench.serve:main_bench_serve",
+    "tools": "agentir.bench.tools:main_bench_tools",
 }
 
 
@@ -90,7 +91,7 @@ def _run_sub_benchmark(name: str, argv: list[str]) -> int:
 def main_bench(argv: list[str] | Sequence[str]) -> int:
     """Entry point of ``agentir bench`` (see the module docstring); returns the exit code.
 
-    ``agentir bench kernels|perception|serve ...`` run the named sub-benchmark instead.
+    ``agentir bench kernels|perception|serve|tools ...`` run the named sub-benchmark instead.
     """
     import anyio
 

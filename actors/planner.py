@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -18,7 +19,7 @@ from actors.base import Actor
 from agent_policies.registry import DEFAULT_PLANNING, PLANNING, REFLECTION
 from agent_policies.search import Budget, Execute, Finish, Search
 from bus.base import Delivery
-from bus.messages import ExecuteStep, JobFinished, JobProgress, Perceived, Reflected, Subjects
+from bus.messages import ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
 from toolbox.base import tools_for
 
 log = structlog.get_logger(__name__)
@@ -35,12 +36,17 @@ class Planner(Actor):
         self.searches: dict[str, Search] = {}
         self._reflection: dict[str, str] = {}
         self._started: dict[str, float] = {}
+        #: Recently cancelled jobs, so that a late perception does not start their search again.
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
 
     async def handle(self, delivery: Delivery) -> None:
         match delivery.message:
+            case JobCancel(job=job):
+                if job:
+                    await self._cancel_job(job, delivery)
             case Perceived(job=job) as p if job:
-                if job in self.searches:
-                    return  # redelivered perception: the search is already running
+                if job in self.searches or job in self._cancelled:
+                    return  # redelivered perception (the search is already running), or cancelled
                 options = dict(p.options)
                 reflection_name = str(options.get("reflection", "threshold"))
                 planner = PLANNING.get(p.policy or DEFAULT_PLANNING)
@@ -103,6 +109,25 @@ class Planner(Actor):
         self._reflection.pop(job, None)
         log.info("job.planned_finish", job=job, status=action.status, tool_calls=search.tool_calls, rollbacks=search.rollbacks)
         await self.bus.publish(Subjects.EVENTS, JobFinished(job=job, result=action.image, trace=trace), correlation_id=job, cause=delivery.envelope.id)
+
+    async def _cancel_job(self, job: str, delivery: Delivery) -> None:
+        """Drop ``job``'s search, tell the Executor to drop its queued work, and report the job failed."""
+        self._cancelled[job] = None
+        while len(self._cancelled) > 4096:
+            self._cancelled.popitem(last=False)
+        search = self.searches.pop(job, None)
+        self._reflection.pop(job, None)
+        self._started.pop(job, None)
+        reason = getattr(delivery.message, "reason", "") or "cancelled by the client"
+        await self.bus.publish(Subjects.EXECUTE, JobCancel(job=job, reason=reason), correlation_id=job, cause=delivery.envelope.id)
+        if search is not None:
+            log.info("job.cancelled", job=job, tool_calls=search.tool_calls)
+            await self.bus.publish(
+                Subjects.EVENTS,
+                JobFailed(job=job, error=f"job {job} was cancelled: {reason}", trace=search.trace),
+                correlation_id=job,
+                cause=delivery.envelope.id,
+            )
 
     async def _progress(self, job: str, stage: str, detail: str, search: Search) -> None:
         await self.bus.publish(Subjects.EVENTS, JobProgress(job=job, stage=stage, detail=detail, tool_calls=search.tool_calls), correlation_id=job)

@@ -25,7 +25,7 @@ from actors.supervisor import Supervisor, build_actors
 from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
 from bus.blobs import BlobStore, MemoryBlobStore
 from bus.memory import InMemoryBus
-from bus.messages import JobFailed, JobFinished, JobProgress, JobSubmitted, PerceiveRequest, Perceived, Subjects
+from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, PerceiveRequest, Perceived, Subjects
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +95,8 @@ class Restorer:
         self.executor_options = executor_options or {}
         self._slots = anyio.Semaphore(max_inflight)
         self._waiters: dict[str, _Waiter] = {}
+        #: Jobs cancelled before they started (waiting for a slot): they fail instead of running.
+        self._cancelled: set[str] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         self._supervisor: Supervisor | None = None
 
@@ -154,6 +156,9 @@ class Restorer:
         job = job or uuid.uuid4().hex[:12]
         opts = {**self.options, **(options or {})}
         async with self._slots:
+            if job in self._cancelled:
+                self._cancelled.discard(job)
+                raise RestoreError(job, f"job {job} was cancelled before it started")
             waiter = _Waiter(on_progress=on_progress)
             self._waiters[job] = waiter
             t0 = time.perf_counter()
@@ -173,6 +178,42 @@ class Restorer:
             trace["seconds"] = round(time.perf_counter() - t0, 4)
             trace["job"] = job
             return RestoreResult(job=job, image=result, trace=trace)
+
+    async def drop(self, job: str, *, reason: str) -> None:
+        """Tell the actors to drop ``job``'s remaining work; this Restorer's own waiters are untouched.
+
+        For a caller that already stopped waiting (its ``restore()`` was cancelled) and wants the
+        Planner and Executor to stop spending time on the job.
+        """
+        if self._tg is None:
+            raise RuntimeError("Restorer was not entered")
+        await self.bus.publish(Subjects.PLAN, JobCancel(job=job, reason=reason), correlation_id=job)
+
+    async def cancel(self, job: str, *, reason: str = "cancelled by the client") -> bool:
+        """Cancel ``job``: its ``restore()`` raises :class:`RestoreError` now.
+
+        The Planner drops the job's search and the Executor its queued tool work (a batch already
+        running finishes; its output is not used). A job still waiting for a slot never starts.
+        Returns True when the job was running here (the message is sent either way, so a job
+        another client of the bus submitted is cancelled too).
+        """
+        await self.drop(job, reason=reason)
+        waiter = self._waiters.get(job)
+        if waiter is None:
+            if len(self._cancelled) < 4096:  # bounded: ids of jobs that may still be waiting for a slot
+                self._cancelled.add(job)
+            return False
+        if not waiter.done.is_set():
+            waiter.failed = JobFailed(job=job, error=f"job {job} was cancelled: {reason}")
+            waiter.done.set()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """The Executor's counters (batches, mean batch size, tiles, dropped units, devices) and jobs in flight."""
+        executor = self._supervisor.actors.get("executor") if self._supervisor is not None else None
+        stats: dict[str, Any] = dict(executor.stats()) if executor is not None and hasattr(executor, "stats") else {}
+        stats["jobs_in_flight"] = len(self._waiters)
+        return stats
 
     async def perceive(self, image: np.ndarray, *, timeout: float = 60.0) -> Perceived:
         """Rate every degradation of ``image`` through the Perceiver (request/reply on the bus)."""

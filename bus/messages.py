@@ -159,6 +159,17 @@ class JobFailed(Message):
     trace: dict[str, Any] = field(default_factory=dict)
 
 
+@message("job.cancel")
+class JobCancel(Message):
+    """Stop ``job``: the Planner drops its search and the Executor its queued tool work.
+
+    Sent to the plan subject by a client; the Planner passes it on to the execute subject.
+    """
+
+    job: str = ""
+    reason: str = ""
+
+
 @message("error.reply")
 class ErrorReply(Message):
     """Answer to a request whose handler failed."""

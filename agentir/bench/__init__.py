@@ -72,6 +72,7 @@ SUB_BENCHMARKS: dict[str, str] = {
     "perception": "agentir.bench.perception:main_bench_perception",
     "serve": "agentir.bench.serve:main_bench_serve",
     "tools": "agentir.bench.tools:main_bench_tools",
+    "throughput": "agentir.bench.throughput:main_bench_throughput",
 }
 
 
@@ -91,7 +92,7 @@ def _run_sub_benchmark(name: str, argv: list[str]) -> int:
 def main_bench(argv: list[str] | Sequence[str]) -> int:
     """Entry point of ``agentir bench`` (see the module docstring); returns the exit code.
 
-    ``agentir bench kernels|perception|serve|tools ...`` run the named sub-benchmark instead.
+    ``agentir bench kernels|perception|serve|tools|throughput ...`` run the named sub-benchmark instead.
     """
     import anyio
 

@@ -245,6 +245,14 @@ class Worker:
             result = await self.restorer.restore(
                 image, policy=job.policy, options=job.options, job=job.id, on_progress=on_progress
             )
+        except anyio.get_cancelled_exc_class():
+            # Cancelled by the client or by shutdown: stop the actors' work on it too.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.restorer.drop(job.id, reason="cancelled")
+                except Exception as exc:  # noqa: BLE001 - the bus is closing: nothing left to stop
+                    log.info("job.drop_not_sent", error=str(exc))
+            raise
         except RestoreError as exc:
             await self.store.fail(job.id, exc.error, self._clean_trace(exc.trace, job))
             return FAILED

@@ -94,11 +94,29 @@ _SPECS: tuple[tuple[str, str, int, str, str, dict[str, Any], tuple[str, ...], st
      "replace grey bright outliers by the 5x5 median"),
 )
 
+#: Tools that use whole-image statistics (global exposure, atmospheric light, a blur kernel or
+#: streak angle fitted to the whole frame, the 8x8 JPEG grid): the Executor never tiles them.
+GLOBAL_TOOLS: frozenset[str] = frozenset({
+    "hsv_brighten", "gamma_brighten", "stretch_brighten", "clahe_brighten",
+    "dcp_dehaze", "dcp_dehaze_strong", "stretch_dehaze",
+    "wiener_motion_deblur", "wiener_motion_deblur_soft",
+    "wiener_defocus_deblur", "wiener_defocus_deblur_soft", "wiener_defocus_deblur_r3",
+    "dct_dejpeg", "dct_dejpeg_strong",
+    "streak_derain", "streak_derain_mild",
+})
+
 #: Names of the tools this package registers, in registration order.
 CLASSICAL_TOOLS: tuple[str, ...] = tuple(spec[0] for spec in _SPECS)
 
 for _name, _deg, _scale, _module, _cls, _kwargs, _tags, _desc in _SPECS:
     register_tool(
-        ToolInfo(name=_name, degradation=_deg, scale=_scale, kind="classical", description=_desc, tags=_tags),
+        ToolInfo(
+            name=_name,
+            degradation=_deg,
+            scale=_scale,
+            kind="classical",
+            description=_desc,
+            tags=(*_tags, "global") if _name in GLOBAL_TOOLS else _tags,
+        ),
         _lazy(_module, _cls, name=_name, **_kwargs),
     )

@@ -103,7 +103,7 @@ async def _restore_all(args: argparse.Namespace) -> int:
             finally:
                 bar.update(1)
 
-    async with Restorer(policy=args.policy, options=options, max_inflight=max(1, args.jobs)) as restorer:
+    async with Restorer(policy=args.policy, options=options, max_inflight=max(1, args.jobs), plugins=args.plugins) as restorer:
         limiter = anyio.Semaphore(max(1, args.jobs))
         async with anyio.create_task_group() as tg:
             for path, rel in items:
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rollback", action="store_true", help="ablation: never roll back a failed subtask")
     p.add_argument("--no-reflection", action="store_true", help="ablation: take each first tool output unjudged")
     p.add_argument("-j", "--jobs", type=int, default=2, help="images restored concurrently (default 2)")
+    p.add_argument("--plugins", metavar="FILE", default=None, help="TOML file of user models to register as tools (also $AGENTIR_PLUGINS)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-image lines or progress bar")
     p.set_defaults(func=cmd_restore)
 

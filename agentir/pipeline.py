@@ -11,6 +11,7 @@ Everything crosses the bus as msgpack messages; images go through the blob store
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -79,7 +80,16 @@ class Restorer:
         max_inflight: int = 8,
         job_timeout: float = 600.0,
         executor_options: dict[str, Any] | None = None,
+        plugins: str | os.PathLike[str] | None = None,
     ) -> None:
+        # Tools first (built-in, $AGENTIR_PLUGINS, then ``plugins``): a bad plug-in file fails
+        # here, before any actor starts.
+        import toolbox.tools  # noqa: F401 - registers the built-in tools
+        from toolbox.plugins import ensure_plugins, plugins_from_env
+
+        plugins_from_env()
+        if plugins is not None:
+            ensure_plugins(plugins)
         if policy not in PLANNING:
             PLANNING.get(policy)  # raises UnknownNameError with close matches
         self.policy = policy
@@ -101,8 +111,6 @@ class Restorer:
         self._supervisor: Supervisor | None = None
 
     async def __aenter__(self) -> Restorer:
-        import toolbox.tools  # noqa: F401 - registers the built-in tools
-
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         events = await self.bus.subscribe(Subjects.EVENTS, max_pending=max(64, 16 * self.max_inflight))

@@ -80,3 +80,15 @@ def test_not_built_commands_say_so(tmp_path):
     """Commands on the roadmap but not built yet fail with a clear message, not a stub result."""
     proc = agentir("train", "tool", "dct_denoise", cwd=tmp_path)
     assert proc.returncode == 2 and "not built yet" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_plugin_file_is_a_one_line_error(tmp_path):
+    """restore --plugins with a broken TOML stops before any work with one line naming the file."""
+    src = make_batch(tmp_path)
+    bad = tmp_path / "plugins.toml"
+    bad.write_text('[[tool]]\nname = "x"\ndegradation = "nosie"\n')
+    proc = agentir("restore", str(src / "clean.png"), "-o", str(tmp_path / "o"), "--plugins", str(bad), cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "plugins.toml" in errors[0]
+    assert not (tmp_path / "o" / "clean.png").exists()

@@ -33,7 +33,7 @@ Tools are built once and cached by the tool registry.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,8 @@ log = structlog.get_logger(__name__)
 #: Bytes per pixel of a unit in a batch: float32 RGB input (3 x 4 bytes) plus the output
 #: (3 x 4 x scale**2); the tool's own activations are not known and not counted.
 _FLOAT_RGB = 12
+#: How many recent batch sizes are kept for metrics readers.
+_RECENT_BATCHES = 4096
 #: How many cancelled job ids are remembered (to drop their late steps).
 _CANCELLED_MEMORY = 4096
 
@@ -175,7 +177,12 @@ class Executor(Actor):
         self._turn = 0
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         #: Sizes of the batches run so far (for metrics and the throughput benchmark).
-        self.batch_sizes: list[int] = []
+        #: Sizes of the most recent batches (bounded: a daemon runs for months).
+        self.batch_sizes: deque[int] = deque(maxlen=_RECENT_BATCHES)
+        #: Totals since start, for means and for readers of ``batch_sizes`` (see ``batches_total``).
+        self.batches_total = 0
+        self.units_total = 0
+        self.max_batch_size = 0
         self.tiles_run = 0
         self.tiled_requests = 0
         self.dropped_units = 0
@@ -184,12 +191,12 @@ class Executor(Actor):
     # -- public ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and benchmarks (batches, mean batch size, tiles, drops, devices)."""
-        n = len(self.batch_sizes)
+        n = self.batches_total
         return {
             "batches": n,
-            "mean_batch_size": round(sum(self.batch_sizes) / n, 3) if n else 0.0,
-            "max_batch_size": max(self.batch_sizes, default=0),
-            "units": sum(self.batch_sizes),
+            "mean_batch_size": round(self.units_total / n, 3) if n else 0.0,
+            "max_batch_size": self.max_batch_size,
+            "units": self.units_total,
             "tiles": self.tiles_run,
             "tiled_requests": self.tiled_requests,
             "dropped_units": self.dropped_units,
@@ -390,6 +397,9 @@ class Executor(Actor):
             return
         self._tool_device[name] = tool_device(tool).type
         self.batch_sizes.append(len(units))
+        self.batches_total += 1
+        self.units_total += len(units)
+        self.max_batch_size = max(self.max_batch_size, len(units))
         try:
             self._call(tool, units)
         except Exception as exc:  # noqa: BLE001

@@ -241,12 +241,14 @@ class Daemon:
         supervisor = getattr(self.restorer, "_supervisor", None)
         executor = getattr(supervisor, "actors", {}).get("executor") if supervisor is not None else None
         sizes = getattr(executor, "batch_sizes", None)
-        if isinstance(sizes, list):
-            if len(sizes) < self._batches_seen:  # the executor was restarted
+        total = getattr(executor, "batches_total", None)
+        if sizes is not None and isinstance(total, int):
+            if total < self._batches_seen:  # the executor was restarted
                 self._batches_seen = 0
-            for size in sizes[self._batches_seen :]:
+            new = min(total - self._batches_seen, len(sizes))  # the executor keeps only recent sizes
+            for size in list(sizes)[len(sizes) - new :] if new > 0 else []:
                 self.metrics.observe("agentir_batch_size", float(size))
-            self._batches_seen = len(sizes)
+            self._batches_seen = total
 
 
 # ----------------------------------------------------------------------------- middleware

@@ -5,7 +5,8 @@ auto|triton|torch`` forces a choice, see :mod:`kernels.backend`):
 
 * :func:`to_float_nchw`, :func:`to_uint8_nhwc` -- uint8 NHWC images <-> float NCHW batches;
 * :func:`rgb_to_ycbcr`, :func:`ycbcr_to_rgb`, :func:`rgb_to_value` -- BT.601 YCbCr, HSV value;
-* :func:`extract_tiles`, :func:`blend_tiles` -- overlapping tiles and their feathered blend.
+* :func:`extract_tiles`, :func:`blend_tiles` -- overlapping tiles and their feathered blend;
+* :func:`image_stats` -- per-image perception statistics in one pass (``STATS_COLUMNS``).
 
 ``run_kernel_bench`` lives in :mod:`kernels.bench` (imported on demand, not here).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from kernels.backend import KernelBackendError, KernelError, KernelInputError
 from kernels.color import rgb_to_value, rgb_to_ycbcr, ycbcr_to_rgb
 from kernels.convert import to_float_nchw, to_uint8_nhwc
+from kernels.stats import STATS_COLUMNS, image_stats
 from kernels.tiles import blend_tiles, extract_tiles
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "rgb_to_value",
     "extract_tiles",
     "blend_tiles",
+    "image_stats",
+    "STATS_COLUMNS",
 ]

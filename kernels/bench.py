@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from kernels import backend, color, convert, tiles
+from kernels import backend, color, convert, stats, tiles
 
 __all__ = ["run_kernel_bench", "main"]
 
@@ -68,6 +68,22 @@ def _eager_blend(t: torch.Tensor, pos: torch.Tensor, hw: tuple[int, int], overla
     den = torch.zeros(h * w, dtype=torch.float32, device=t.device)
     den.index_add_(0, flat, wgt.expand(n, th, tw).reshape(-1))
     return (num / den).reshape(c, h, w)
+
+
+def _eager_stats(f: torch.Tensor, m: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """The statistics of :func:`kernels.stats.image_stats` as unfused float32 torch ops."""
+    y = torch.einsum("j,njhw->nhw", m[0], f) + off[0, 0, 0]
+    v, d = f.amax(dim=1), f.amin(dim=1)
+    sat = torch.where(v > 0, (v - d) / v.clamp_min(1e-12), torch.zeros_like(v))
+    dx = (y[:, :, 1:] - y[:, :, :-1]).abs()
+    dy = (y[:, 1:] - y[:, :-1]).abs()
+    edge = torch.arange(dx.shape[-1], device=f.device) % 8 == 7
+    block = dx[..., edge].mean(dim=(1, 2)) / dx[..., ~edge].mean(dim=(1, 2))
+    return torch.stack(
+        [y.mean((1, 2)), y.var((1, 2), unbiased=False), v.mean((1, 2)), v.var((1, 2), unbiased=False),
+         d.mean((1, 2)), sat.mean((1, 2)), dx.mean((1, 2)), dy.mean((1, 2)), block],
+        dim=1,
+    )
 
 
 def _cases(n: int, h: int, w: int, device: torch.device, tile: int, overlap: int) -> list[dict[str, Any]]:
@@ -114,6 +130,12 @@ def _cases(n: int, h: int, w: int, device: torch.device, tile: int, overlap: int
             triton=lambda: color._launch_rgb_to_value(f),
             reference=lambda: color.rgb_to_value_reference(f),
             eager=lambda: f.amax(dim=1, keepdim=True),
+        ),
+        dict(
+            op="image_stats", bytes=px * 3 * 4,  # the input read once; the N x 9 output is negligible
+            triton=lambda: stats._launch_image_stats(f),
+            reference=lambda: stats.image_stats_reference(f),
+            eager=lambda: _eager_stats(f, m, off),
         ),
         dict(
             op=f"blend_tiles[{tile}/{overlap}]", bytes=tl_.numel() * 4 + img.numel() * 4,

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from kernels import backend, color, convert, tiles
+from kernels import backend, color, convert, stats, tiles
 
 __all__ = ["CompiledKernel", "compile_kernels", "main"]
 
@@ -42,6 +42,8 @@ _CASES: list[tuple[str, Any, dict[str, str], dict[str, int]]] = [
      {"tiles_ptr": "*fp32", "pos_ptr": "*i64", "out_ptr": "*fp32"}, {"stride_w": 1}),
     ("blend_tiles/bf16-uniform-one-tile", tiles._blend_tiles_kernel,
      {"tiles_ptr": "*bf16", "pos_ptr": "*i64", "out_ptr": "*bf16"}, {"ramp_y": 1, "ramp_x": 1, "T": 1}),
+    ("image_stats/fp32", stats._image_stats_kernel, {"src_ptr": "*fp32", "part_ptr": "*fp32"}, {"stride_w": 1}),
+    ("image_stats/bf16-one-row", stats._image_stats_kernel, {"src_ptr": "*bf16", "part_ptr": "*fp32"}, {"H": 1}),
 ]
 
 

@@ -7,7 +7,7 @@ import torch
 
 from kernels.bench import main, run_kernel_bench
 
-OPS = {"to_float_nchw", "to_uint8_nhwc", "rgb_to_ycbcr", "ycbcr_to_rgb", "rgb_to_value"}
+OPS = {"to_float_nchw", "to_uint8_nhwc", "rgb_to_ycbcr", "ycbcr_to_rgb", "rgb_to_value", "image_stats"}
 
 
 def test_report_covers_every_op_and_size() -> None:
@@ -15,7 +15,7 @@ def test_report_covers_every_op_and_size() -> None:
     report = run_kernel_bench(sizes=[(8, 12), (5, 7)], repeats=1, tile=4, overlap=1, device="cpu")
     assert report["device"].startswith("cpu")
     results = report["results"]
-    assert len(results) == 2 * 6
+    assert len(results) == 2 * (len(OPS) + 1)
     assert {r["op"] for r in results} == OPS | {"blend_tiles[4/1]"}
     for r in results:
         assert r["reference_ms"] > 0 and r["eager_ms"] > 0
@@ -44,4 +44,4 @@ def test_command_line_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None
     main(["--sizes", "6x8", "--repeats", "1"])
     out = capsys.readouterr().out
     assert out.startswith("device: cpu") and "not run natively" in out
-    assert sum(line.startswith(tuple(OPS)) for line in out.splitlines()) == 5
+    assert sum(line.startswith(tuple(OPS)) for line in out.splitlines()) == len(OPS)

@@ -109,6 +109,23 @@ def jit(fn: Any) -> Any:
     return triton.jit(fn) if HAS_TRITON else None
 
 
+@jit
+def tile_grid(pid, H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Geometry of program ``pid`` in a 1-D grid over (image, BLOCK_H x BLOCK_W tile).
+
+    Returns ``(n, rows, cols, mask, offsets)``: the image index, the tile's row and column
+    indices, the in-bounds mask and the strided element offsets of its pixels (channel 0) in
+    the source. A 1-D grid has no per-axis size limits.
+    """
+    n = pid // tiles_per_image
+    tile = pid % tiles_per_image
+    rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
+    cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    mask = (rows[:, None] < H) & (cols[None, :] < W)
+    offsets = n.to(tl.int64) * stride_n + rows[:, None] * stride_h + cols[None, :] * stride_w
+    return n, rows, cols, mask, offsets
+
+
 def kernel_mode() -> str:
     """Return the backend mode from ``AGENTIR_KERNELS`` (``auto`` when unset or empty).
 

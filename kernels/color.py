@@ -26,7 +26,7 @@ import torch
 
 from kernels import backend
 from kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
-from kernels.backend import jit, tl
+from kernels.backend import jit, tile_grid, tl
 
 __all__ = [
     "YCBCR_MATRIX",
@@ -82,13 +82,10 @@ def _color_affine_kernel(
     BLOCK_W: tl.constexpr,
 ):
     # out_i = sum_j m_ij * (x_j - p_j) + q_i, per pixel; output contiguous N x 3 x H x W.
-    pid = tl.program_id(0)
-    n = pid // tiles_per_image
-    tile = pid % tiles_per_image
-    rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
-    mask = (rows[:, None] < H) & (cols[None, :] < W)
-    src = src_ptr + n.to(tl.int64) * stride_n + rows[:, None] * stride_h + cols[None, :] * stride_w
+    n, rows, cols, mask, offsets = tile_grid(
+        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
+    )
+    src = src_ptr + offsets
     d0 = tl.load(src, mask=mask, other=0.0).to(tl.float32) - p0
     d1 = tl.load(src + stride_c, mask=mask, other=0.0).to(tl.float32) - p1
     d2 = tl.load(src + 2 * stride_c, mask=mask, other=0.0).to(tl.float32) - p2
@@ -115,13 +112,10 @@ def _rgb_to_value_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = pid // tiles_per_image
-    tile = pid % tiles_per_image
-    rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
-    mask = (rows[:, None] < H) & (cols[None, :] < W)
-    src = src_ptr + n.to(tl.int64) * stride_n + rows[:, None] * stride_h + cols[None, :] * stride_w
+    n, rows, cols, mask, offsets = tile_grid(
+        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
+    )
+    src = src_ptr + offsets
     r = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(src + stride_c, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(src + 2 * stride_c, mask=mask, other=0.0).to(tl.float32)

@@ -18,7 +18,7 @@ import torch
 
 from kernels import backend
 from kernels._validate import FLOAT_DTYPES, check_channels, check_output_dtype, check_tensor
-from kernels.backend import KernelInputError, jit, tl
+from kernels.backend import KernelInputError, jit, tile_grid, tl
 
 __all__ = [
     "to_float_nchw",
@@ -50,13 +50,10 @@ def _to_float_nchw_kernel(
     BLOCK_W: tl.constexpr,
 ):
     # One program per (image, BLOCK_H x BLOCK_W tile); the 1-D grid has no axis-size limits.
-    pid = tl.program_id(0)
-    n = pid // tiles_per_image
-    tile = pid % tiles_per_image
-    rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
-    mask = (rows[:, None] < H) & (cols[None, :] < W)
-    src = src_ptr + n.to(tl.int64) * stride_n + rows[:, None] * stride_h + cols[None, :] * stride_w
+    n, rows, cols, mask, offsets = tile_grid(
+        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
+    )
+    src = src_ptr + offsets
     plane = H * W
     dst = dst_ptr + n.to(tl.int64) * 3 * plane + rows[:, None] * W + cols[None, :]
     out_ty = dst_ptr.dtype.element_ty
@@ -80,13 +77,10 @@ def _to_uint8_nhwc_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = pid // tiles_per_image
-    tile = pid % tiles_per_image
-    rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
-    mask = (rows[:, None] < H) & (cols[None, :] < W)
-    src = src_ptr + n.to(tl.int64) * stride_n + rows[:, None] * stride_h + cols[None, :] * stride_w
+    n, rows, cols, mask, offsets = tile_grid(
+        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
+    )
+    src = src_ptr + offsets
     dst = dst_ptr + n.to(tl.int64) * 3 * H * W + (rows[:, None] * W + cols[None, :]) * 3
     for c in tl.static_range(3):
         v = tl.load(src + c * stride_c, mask=mask, other=0.0).to(tl.float32)

@@ -35,7 +35,7 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
     if img.shape[:2] == (h, w):
         return img
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BICUBIC))
 
 
 def build_report(degraded: Path, restored: Path, clean: Path | None) -> tuple[np.ndarray, list[dict]]:

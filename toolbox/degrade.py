@@ -370,7 +370,10 @@ def _apply_jpeg(img: np.ndarray, p: Params) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(p["quality"])])
     if not ok:
         raise RuntimeError(f"OpenCV failed to JPEG-encode an image of shape {img.shape}")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise RuntimeError(f"OpenCV failed to decode its own JPEG of an image of shape {img.shape}")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def _apply_dark(img: np.ndarray, p: Params) -> np.ndarray:
@@ -455,7 +458,7 @@ def _rain_layer(h: int, w: int, p: Params) -> np.ndarray:
     field = np.random.default_rng(int(p["field_seed"]))
     noise = field.uniform(0.0, 256.0, (h, w))
     noise[noise < 256.0 - int(p["value"]) * 0.01] = 0.0
-    noise = cv2.filter2D(noise, -1, np.array([[0, 0.1, 0], [0.1, 8, 0.1], [0, 0.1, 0]], dtype=np.float64))
+    noise = np.asarray(cv2.filter2D(noise, -1, np.array([[0, 0.1, 0], [0.1, 8, 0.1], [0, 0.1, 0]], dtype=np.float64)), dtype=np.float64)
     length, angle = int(p["length"]), int(p["angle"])
     trans = cv2.getRotationMatrix2D((length / 2, length / 2), angle - 45, 1 - length / 100.0)
     streak = cv2.warpAffine(np.diag(np.ones(length)), trans, (length, length))

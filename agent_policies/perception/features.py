@@ -130,7 +130,7 @@ class _Prepared:
         """Sobel gradients (x, y) of :meth:`gray_scale` ``s``, cached."""
         key = f"grad{s}"
         if key not in self._cache:
-            self._cache[key] = _grad(self.gray_scale(s))
+            self._cache[key] = _grad(self.gray_scale(s))  # type: ignore[assignment]  # a pair, unlike other entries
         return self._cache[key]  # type: ignore[return-value]
 
     @property

@@ -234,7 +234,7 @@ def _thumb(img: np.ndarray, size: tuple[int, int] | None = None) -> tuple[bytes,
     if size is None:
         s = _THUMB / max(im.width, im.height)
         size = (max(1, round(im.width * s)), max(1, round(im.height * s)))
-    im = im.resize(size, Image.BICUBIC)
+    im = im.resize(size, Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=88)
     return buf.getvalue(), size

@@ -59,8 +59,8 @@ def measure(images: list[np.ndarray], degradations: list[str], levels: list[str]
         names = tools_for(deg, include_manual=True)
         for level in levels:
             rng = np.random.default_rng(seed)
-            gains = {n: [] for n in names}
-            secs = {n: [] for n in names}
+            gains: dict[str, list[float]] = {n: [] for n in names}
+            secs: dict[str, list[float]] = {n: [] for n in names}
             bases = []
             for img in images:
                 clean = img.astype(np.float32) / 255.0

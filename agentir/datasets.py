@@ -36,7 +36,7 @@ import numpy as np
 import structlog
 from tqdm import tqdm
 
-from agentir.imageio import load_image, save_png_atomic
+from agentir.imageio import load_image, save_png_atomic, write_text_atomic
 from toolbox.degrade import COMBINATIONS, crop_to_multiple, degrade_chain
 from toolbox.vocab import DEGRADATIONS, level_index
 
@@ -96,12 +96,7 @@ def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
 def _image_seed(seed: int, task: str, source: str, repeat: int) -> np.random.SeedSequence:

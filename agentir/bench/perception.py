@@ -470,10 +470,9 @@ def main_bench_perception(argv: Sequence[str]) -> int:
             report["speed_image"] = sample["item"]
             report["speed_repeats"] = args.repeats
             report["speed"] = measure_speed(policy, sample["image"], args.repeats)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        from agentir.imageio import write_text_atomic
+
+        write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     except (BenchError, UnknownNameError) as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from agentir.bench.runner import BenchError, BenchItemError, item_id, load_pair, open_benchmark
+from agentir.imageio import write_text_atomic
 from toolbox.vocab import DEGRADATIONS, LEVELS
 
 __all__ = [
@@ -343,13 +344,8 @@ def write_results(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pj, pm = out / "tools.json", out / "tools.md"
-    for path, text in ((pj, json.dumps(_json_safe(dict(result)), indent=1, allow_nan=False) + "\n"), (pm, format_markdown(result) + "\n")):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    write_text_atomic(pj, json.dumps(_json_safe(dict(result)), indent=1, allow_nan=False) + "\n")
+    write_text_atomic(pm, format_markdown(result) + "\n")
     return pj, pm
 
 

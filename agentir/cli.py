@@ -84,9 +84,10 @@ async def _restore_all(args: argparse.Namespace) -> int:
         options["reflection"] = "none"
     # The bar is for people at a terminal; piped stderr gets the per-image lines only.
     bar = tqdm(total=len(items), unit="img", disable=len(items) < 2 or args.quiet or not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True)
-    results = {"failed": failed}
+    restored = 0
 
     async def one(restorer: Restorer, path: Path, rel: Path, limiter: anyio.Semaphore) -> None:
+        nonlocal restored, failed
         async with limiter:
             try:
                 image = await anyio.to_thread.run_sync(load_image, path)
@@ -95,10 +96,11 @@ async def _restore_all(args: argparse.Namespace) -> int:
                 trace = {"input": str(path), "output": str(image_out), "input_shape": list(image.shape), "output_shape": list(result.image.shape), **result.trace}
                 await anyio.to_thread.run_sync(save_png_atomic, image_out, result.image)
                 await anyio.to_thread.run_sync(write_text_atomic, trace_out, json.dumps(trace, indent=2) + "\n")
+                restored += 1
                 if not args.quiet:
                     bar.write(_summary(rel, trace), file=sys.stderr)
             except (ImageInputError, RestoreError, OSError, ValueError) as exc:
-                results["failed"] += 1
+                failed += 1
                 bar.write(f"error: {exc}" if isinstance(exc, ImageInputError) else f"error: {path}: {exc}", file=sys.stderr)
             finally:
                 bar.update(1)
@@ -109,10 +111,9 @@ async def _restore_all(args: argparse.Namespace) -> int:
             for path, rel in items:
                 tg.start_soon(one, restorer, path, rel, limiter)
     bar.close()
-    done = len(items) - (results["failed"] - failed)
     if not args.quiet:
-        _err(f"restored {done} of {len(items)} images into {out_dir}" + (f"; {results['failed']} failed" if results["failed"] else ""))
-    return EXIT_FAILED if results["failed"] else EXIT_OK
+        _err(f"restored {restored} of {len(items)} images into {out_dir}" + (f"; {failed} failed" if failed else ""))
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

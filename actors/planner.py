@@ -38,6 +38,14 @@ class Planner(Actor):
         self._started: dict[str, float] = {}
         #: Recently cancelled jobs, so that a late perception does not start their search again.
         self._cancelled: OrderedDict[str, None] = OrderedDict()
+        #: Planning policies used so far (learning ones are flushed on stop).
+        self._policies: dict[str, Any] = {}
+
+    async def on_stop(self) -> None:
+        for policy in self._policies.values():
+            flush = getattr(policy, "flush", None)
+            if callable(flush):
+                flush()  # small atomic JSON write: learned experience survives a restart
 
     async def handle(self, delivery: Delivery) -> None:
         match delivery.message:
@@ -50,6 +58,7 @@ class Planner(Actor):
                 options = dict(p.options)
                 reflection_name = str(options.get("reflection", "threshold"))
                 planner = PLANNING.get(p.policy or DEFAULT_PLANNING)
+                self._policies[planner.name] = planner
                 reflection = REFLECTION.get(reflection_name)
                 search = Search(
                     image=p.image,
@@ -66,7 +75,9 @@ class Planner(Actor):
                 self._reflection[job] = reflection_name
                 self._started[job] = time.perf_counter() - p.seconds
                 search.trace["perception_seconds"] = round(p.seconds, 4)
-                action = search.start()
+                # A blocking policy (the llm planner asks over HTTP) plans in a worker thread.
+                blocking = bool(getattr(planner, "blocking", False))
+                action = await self.offload(search.start) if blocking else search.start()
                 await self._progress(job, "planned", " -> ".join(search.trace["plan"]) or "nothing to do", search)
                 await self._act(job, search, action, delivery)
             case Reflected(job=job) as r:
@@ -75,7 +86,11 @@ class Planner(Actor):
                     log.info("planner.unknown_job", job=job)  # finished already: a duplicate
                     return
                 rollbacks = running.rollbacks
-                following = running.on_reflected(r.node, r.subtask, r.candidates, r.verdict, r.best)
+                args = (r.node, r.subtask, r.candidates, r.verdict, r.best)
+                if getattr(running.planner, "blocking", False):
+                    following = await self.offload(running.on_reflected, *args)
+                else:
+                    following = running.on_reflected(*args)
                 if following is None:
                     return
                 if running.rollbacks > rollbacks:

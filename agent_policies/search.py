@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_policies.planning import PlanContext, PlanningPolicy
+from agent_policies.planning import LearningPolicy, PlanContext, PlanningPolicy
 from agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, ReflectionPolicy
 from bus.blobs import BlobRef
 from bus.messages import Candidate
@@ -151,6 +151,10 @@ class Search:
             "steps": [],
             "events": [],
         }
+        info = getattr(planner, "info", None)
+        if callable(info):
+            self.trace["planner_info"] = info()
+        self._learner = planner if isinstance(planner, LearningPolicy) else None
         self._root = self._new_node(parent=None, image=image, done=(), remaining=())
 
     # ------------------------------------------------------------------ helpers
@@ -160,7 +164,7 @@ class Search:
         return node
 
     def _context(self, node: _Node) -> PlanContext:
-        return PlanContext(levels=self.levels, scores=self.scores, tools=self._tool_table, seed=self.seed, done=node.done)
+        return PlanContext(levels=self.levels, scores=self.scores, tools=self._tool_table, seed=self.seed, done=node.done, note=self._event)
 
     def _event(self, kind: str, **data: Any) -> None:
         self.trace["events"].append({"type": kind, **data})
@@ -229,6 +233,7 @@ class Search:
                 return self._execute(node, subtask, remaining, list(candidates))
             verdict = SUCCESS if best_c is not None and level_index(best_c.level) <= 1 else FAILURE
         self._mark(node_id, subtask, best, verdict)
+        self._learn(node, subtask, list(candidates), verdict)
         if verdict in (ACCEPT, SUCCESS):
             if best_c is None or best_c.image is None:
                 raise ValueError(f"reflection verdict {verdict!r} for node {node_id} names no output image")
@@ -237,6 +242,18 @@ class Search:
         return self._failed(node, subtask, best_c)
 
     # ------------------------------------------------------------------ internals
+    def _learn(self, node: _Node, subtask: str, candidates: list[Candidate], verdict: str) -> None:
+        """Tell a learning planner how each judged output and this first step went."""
+        if self._learner is None or self.reflection.name == "none":
+            return  # unjudged outputs carry no evidence
+        level = self.levels.get(subtask, "high")
+        for c in candidates:
+            ok = not c.error and c.image is not None and bool(c.level) and level_index(c.level) <= 1
+            self._learner.observe_step(subtask, level, c.tool, ok)
+        pending = [s for s in node.order[1:] if s != subtask]
+        if pending:
+            self._learner.observe_order(subtask, pending, verdict in (ACCEPT, SUCCESS))
+
     def _prior(self, node_id: int, subtask: str) -> list[Candidate]:
         return self._priors.get((node_id, subtask), [])
 

@@ -183,6 +183,24 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    """Print what exploration learned: the knowledge file as prose (or its JSON)."""
+    from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError
+
+    path = args.file or os.environ.get("AGENTIR_KNOWLEDGE") or DEFAULT_KNOWLEDGE
+    try:
+        k = Knowledge.load(path)
+    except KnowledgeError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAILED
+    if args.json:
+        print(Path(path).read_text(encoding="utf-8"), end="")
+        return EXIT_OK
+    print(f"knowledge {path}: {k.summary.get('images', '?')} images explored ({k.config.get('command', '')})")
+    print(k.describe())
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from agentir import __version__
@@ -196,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore images (files or folders)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder; mirrors input paths, .png plus .trace.json")
-    p.add_argument("--policy", default="rules", help="planning policy (default: rules; also: random)")
+    p.add_argument("--policy", default=None, help="planning policy (default: experience; also: rules, random, fixed, llm)")
     p.add_argument("--max-tool-calls", type=int, default=32, help="tool-call budget per image (default 32)")
     p.add_argument("--no-rollback", action="store_true", help="ablation: never roll back a failed subtask")
     p.add_argument("--no-reflection", action="store_true", help="ablation: take each first tool output unjudged")
@@ -224,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tools", help="list tools and policies")
     p.set_defaults(func=cmd_tools)
 
+    p = sub.add_parser("knowledge", help="show what self-exploration learned (the experience planner's knowledge)")
+    p.add_argument("file", nargs="?", default=None, help="knowledge JSON (default: $AGENTIR_KNOWLEDGE or the shipped one)")
+    p.add_argument("--json", action="store_true", help="print the file itself")
+    p.set_defaults(func=cmd_knowledge)
+
     p = sub.add_parser("bench", add_help=False, help="benchmark policies on a built dataset (agentir bench --help)")
     p.add_argument("bench_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
@@ -231,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", add_help=False, help="run the daemon: HTTP/WebSocket API, durable job store (agentir serve --help)")
     p.add_argument("serve_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("explore", add_help=False, help="self-exploration: run every order and tool on training images, write the knowledge (agentir explore --help)")
+    p.add_argument("explore_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("train", add_help=False, help="train or calibrate models (agentir train perception --help)")
     p.add_argument("train_argv", nargs=argparse.REMAINDER)
@@ -250,6 +277,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(main_train(list(args.train_argv)))
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from agentir.explore import main_explore
+
+    return int(main_explore(list(args.explore_argv)))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentir.bench import main_bench
 
@@ -266,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.serve_argv = extra + list(args.serve_argv)
     elif args.command == "train":
         args.train_argv = extra + list(args.train_argv)
+    elif args.command == "explore":
+        args.explore_argv = extra + list(args.explore_argv)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.log_level, args.log_json)

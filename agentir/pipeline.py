@@ -2,7 +2,7 @@
 
 Example::
 
-    async with Restorer(policy="rules") as restorer:
+    async with Restorer() as restorer:
         result = await restorer.restore(image)      # uint8 H x W x 3 RGB
         result.image, result.trace
 
@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from actors.supervisor import Supervisor, build_actors
-from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
+from agent_policies.registry import DEFAULT_PLANNING, PERCEPTION, PLANNING, REFLECTION
 from bus.blobs import BlobStore, MemoryBlobStore
 from bus.memory import InMemoryBus
 from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, PerceiveRequest, Perceived, Subjects
@@ -62,7 +62,7 @@ class Restorer:
     """Async context manager running the four actors on an in-memory bus (see module docstring).
 
     Args:
-        policy: default planning policy name (``rules``, ``random``, ...).
+        policy: default planning policy name (default ``experience``; ``rules``, ``random``, ...).
         perception: perception policy name.
         options: default job options (budgets, ``reflection``, ``rollback``, ``wave``...).
         max_inflight: jobs running at once; more ``restore`` calls wait for a slot. Keeping this
@@ -73,7 +73,7 @@ class Restorer:
     def __init__(
         self,
         *,
-        policy: str = "rules",
+        policy: str | None = None,
         perception: str = "analytic",
         options: dict[str, Any] | None = None,
         blobs: BlobStore | None = None,
@@ -90,6 +90,7 @@ class Restorer:
         plugins_from_env()
         if plugins is not None:
             ensure_plugins(plugins)
+        policy = policy or DEFAULT_PLANNING
         if policy not in PLANNING:
             PLANNING.get(policy)  # raises UnknownNameError with close matches
         self.policy = policy

@@ -65,6 +65,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._factories)
 
+    def cached(self, name: str) -> T | None:
+        """The instance built for ``name`` so far, or None (builds nothing)."""
+        return self._instances.get(name)
+
+    def forget(self, name: str) -> None:
+        """Drop ``name``'s cached instance, so the next ``get`` builds a new one (settings changed)."""
+        self._instances.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return name in self._factories
 

@@ -44,14 +44,11 @@ side exceeds ``max_side`` are shrunk (area interpolation) before sending.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,6 +57,7 @@ import cv2
 import numpy as np
 import structlog
 
+from agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
 from agent_policies.perception.analytic import AnalyticPerception, Perception, _check_images
 from toolbox.vocab import DEGRADATIONS, LEVELS, check_degradation
 
@@ -99,23 +97,10 @@ class VLMConfigError(ValueError):
     """The VLM backend is not configured (no endpoint URL or model, bad mode or numbers)."""
 
 
-class VLMAnswerError(ValueError):
+class VLMAnswerError(AnswerError):
     """A reply that is not a valid answer. ``answer`` holds (the start of) what came back."""
 
-    def __init__(self, reason: str, answer: str = "") -> None:
-        self.reason = reason
-        self.answer = answer[:200]
-        super().__init__(f"invalid VLM answer: {reason}; got {self.answer!r}")
-
-
-class _HTTPFailure(Exception):
-    """One failed request; ``retry`` says whether trying again can help."""
-
-    def __init__(self, reason: str, retry: bool, retry_after: float | None = None) -> None:
-        self.reason = reason
-        self.retry = retry
-        self.retry_after = retry_after
-        super().__init__(reason)
+    what = "VLM answer"
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,26 +178,12 @@ def parse_level_answer(text: str) -> str:
 
 def _content(body: bytes) -> str:
     """The first choice's message text of a chat-completions response."""
-    try:
-        obj = json.loads(body.decode("utf-8"))
-        content = obj["choices"][0]["message"]["content"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError):
-        raise VLMAnswerError("not a chat-completions response", body.decode("utf-8", "replace")) from None
-    if isinstance(content, list):  # content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    if not isinstance(content, str) or not content.strip():
-        raise VLMAnswerError("empty message content", str(content))
-    return content
+    return message_content(body, VLMAnswerError)
 
 
 # --------------------------------------------------------------------------------------------
 # the policy
 # --------------------------------------------------------------------------------------------
-
-
-def _endpoint(url: str) -> str:
-    u = url.rstrip("/")
-    return u if u.endswith("/chat/completions") else u + "/chat/completions"
 
 
 class VLMPerception:
@@ -274,7 +245,7 @@ class VLMPerception:
                 raise VLMConfigError(f"AGENTIR_VLM_TIMEOUT={env.get('AGENTIR_VLM_TIMEOUT')!r} is not a number of seconds") from None
         if not timeout > 0 or retries < 0 or backoff < 0 or concurrency < 1 or max_side < 8:
             raise VLMConfigError("VLM timeout must be > 0, retries and backoff >= 0, concurrency >= 1 and max_side >= 8")
-        self.url = _endpoint(url)
+        self.url = endpoint(url)
         self.model = model
         self._key = key if key is not None else env.get("AGENTIR_VLM_KEY") or None
         self.mode = mode
@@ -315,32 +286,11 @@ class VLMPerception:
         return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
     def _post(self, payload: bytes) -> bytes:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        req = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
         self._count("requests")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the user's endpoint
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            retry_after = None
-            ra = exc.headers.get("Retry-After") if exc.headers else None
-            if ra is not None:
-                try:
-                    retry_after = float(ra)
-                except ValueError:
-                    pass
-            retry = exc.code == 429 or exc.code >= 500
-            raise _HTTPFailure(f"HTTP {exc.code} from {self.url}", retry, retry_after) from None
-        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, torn replies
-            reason = getattr(exc, "reason", exc)
-            raise _HTTPFailure(f"cannot reach {self.url} ({reason!s} [{type(exc).__name__}])", True) from None
-        except ValueError as exc:  # a URL urllib cannot use
-            raise _HTTPFailure(f"unusable endpoint URL {self.url} ({exc})", False) from None
+        return post_json(self.url, payload, key=self._key, timeout=self.timeout)
 
     def _ask(self, data_url: str, question: str, parse: Callable[[str], Any]) -> Any:
-        """One question about one image, with retries; raises ``_HTTPFailure`` / ``VLMAnswerError``."""
+        """One question about one image, with retries; raises ``HTTPFailure`` / ``VLMAnswerError``."""
         payload = json.dumps(
             {
                 "model": self.model,
@@ -362,7 +312,7 @@ class VLMPerception:
                 if attempt >= self.retries:
                     raise
                 log.info("perception.vlm.retry", attempt=attempt + 1, reason=exc.reason)
-            except _HTTPFailure as exc:
+            except HTTPFailure as exc:
                 if not exc.retry or attempt >= self.retries:
                     raise
                 delay = exc.retry_after
@@ -411,7 +361,7 @@ class VLMPerception:
         def one(i: int, img: np.ndarray) -> Perception:
             try:
                 levels = self._levels_of(img, DEGRADATIONS)
-            except (_HTTPFailure, VLMAnswerError) as exc:
+            except (HTTPFailure, VLMAnswerError) as exc:
                 self._failed(i, img, exc)
                 return self.fallback.perceive([img])[0]
             return Perception(levels=levels, scores={d: float(LEVELS.index(lv)) for d, lv in levels.items()})
@@ -430,7 +380,7 @@ class VLMPerception:
         def one(i: int, img: np.ndarray) -> tuple[str, float]:
             try:
                 level = self._levels_of(img, [degradation])[degradation]
-            except (_HTTPFailure, VLMAnswerError) as exc:
+            except (HTTPFailure, VLMAnswerError) as exc:
                 self._failed(i, img, exc)
                 return self.fallback.rate([img], degradation)[0]
             return level, float(LEVELS.index(level))

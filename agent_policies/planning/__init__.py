@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -12,7 +12,8 @@ class PlanContext:
     """What a planner may look at: the perception of the job's input and the tools on offer.
 
     ``seed`` makes randomised policies reproducible per job. ``tools`` maps each subtask
-    (degradation name) to the registered tools treating it, in registry order.
+    (degradation name) to the registered tools treating it, in registry order. ``note(kind,
+    **data)`` records an event in the job's trace (e.g. an LLM answer rejected, a fallback).
     """
 
     levels: Mapping[str, str]
@@ -20,6 +21,7 @@ class PlanContext:
     tools: Mapping[str, Sequence[str]]
     seed: int = 0
     done: tuple[str, ...] = field(default_factory=tuple)
+    note: Callable[..., Any] | None = None
 
 
 @runtime_checkable
@@ -33,6 +35,15 @@ class PlanningPolicy(Protocol):
     def replan(self, subtasks: Sequence[str], context: PlanContext, *, not_first: Collection[str]) -> list[str] | None: ...
 
     def tool_order(self, subtask: str, context: PlanContext) -> list[str]: ...
+
+
+@runtime_checkable
+class LearningPolicy(Protocol):
+    """A planner that learns from the search's judged steps (the ``experience`` planner)."""
+
+    def observe_step(self, subtask: str, level: str, tool: str, success: bool) -> None: ...
+
+    def observe_order(self, first: str, pending: Sequence[str], success: bool) -> None: ...
 
 
 class BasePlanner:

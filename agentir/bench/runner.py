@@ -149,17 +149,19 @@ POLICIES: dict[str, PolicySpec] = {
     p.name: p
     for p in (
         PolicySpec(name="input", planner=None, description="the degraded input itself, no restoration"),
-        PolicySpec(name="default", planner="rules", options={"reflection": "threshold", "rollback": True}, description="rules planner with reflection and rollback (the agent)"),
+        PolicySpec(name="default", planner="experience", options={"reflection": "threshold", "rollback": True}, description="experience planner with reflection and rollback (the agent)"),
+        PolicySpec(name="rules", planner="rules", options={"reflection": "threshold", "rollback": True}, description="the paper's precedence rules instead of explored experience"),
         PolicySpec(name="random", planner="random", description="random subtask and tool order"),
         PolicySpec(name="fixed", planner="fixed", description="one fixed subtask order for every image"),
-        PolicySpec(name="no-reflection", planner="rules", options={"reflection": "none"}, description="rules planner, first tool output taken unjudged"),
-        PolicySpec(name="no-rollback", planner="rules", options={"rollback": False}, description="rules planner, never backtracks"),
+        PolicySpec(name="llm", planner="llm", description="a language model orders the subtasks (needs AGENTIR_LLM_URL / AGENTIR_LLM_MODEL)"),
+        PolicySpec(name="no-reflection", planner="experience", options={"reflection": "none"}, description="experience planner, first tool output taken unjudged"),
+        PolicySpec(name="no-rollback", planner="experience", options={"rollback": False}, description="experience planner, never backtracks"),
         PolicySpec(name="random-gt", planner="random", ground_truth=True, description="random order of the true degradations (no perception)"),
     )
 }
 
-#: Default ``--policies``: every policy.
-DEFAULT_POLICIES: tuple[str, ...] = ("default", "random", "fixed", "no-reflection", "no-rollback", "input", "random-gt")
+#: Default ``--policies``: every policy that needs no external service (``llm`` needs an endpoint).
+DEFAULT_POLICIES: tuple[str, ...] = ("default", "rules", "random", "fixed", "no-reflection", "no-rollback", "input", "random-gt")
 
 
 def _split(text: str | Iterable[str]) -> list[str]:

@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -478,6 +479,10 @@ async def run_daemon(config: DaemonConfig) -> AsyncIterator[Daemon]:
     """
     store = JobStore(config.data, max_attempts=config.max_attempts, min_free_bytes=config.min_free_bytes)
     recovered = await store.open()
+    from agent_policies.planning import experience
+
+    # Learning while serving: judged steps update DATA/experience.json (see the experience planner).
+    experience.configure(Path(config.data) / "experience.json", freeze=config.freeze_experience)
     metrics = Metrics()
     try:
         async with Restorer(
@@ -519,6 +524,7 @@ async def run_daemon(config: DaemonConfig) -> AsyncIterator[Daemon]:
                         await runner.cleanup()
                     tg.cancel_scope.cancel()
     finally:
+        experience.reset()  # flushes what was learned; the process's other Restorers do not learn
         with anyio.CancelScope(shield=True):
             await store.close()
         log.info("daemon.stopped")

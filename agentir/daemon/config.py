@@ -16,6 +16,7 @@ Example ``agentir.toml``::
     max_body_bytes = 33554432  # 32 MiB; larger uploads answer 413
     max_pixels = 40000000      # decoded width x height; larger images answer 413
     retention_seconds = 86400  # finished jobs (and their PNGs) are deleted after this
+    freeze_experience = false  # true: plan from the knowledge and DATA/experience.json, never update it
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class DaemonConfig:
     shutdown_grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM before re-queueing
     disk_backoff: float = 30.0  #: seconds without claiming jobs after the disk filled up while storing a result
     retry_after: int = 5  #: seconds suggested in Retry-After on 429 / 503
-    policy: str = "rules"  #: default planning policy
+    policy: str = "experience"  #: default planning policy
+    #: the experience planner learns from every judged step into DATA/experience.json; true freezes it
+    freeze_experience: bool = False
     perception: str = "analytic"
     blob_bytes: int = 512 << 20  #: in-memory blob store bound
     trust_client_header: bool = False  #: use X-Client-Id (behind a trusted proxy) instead of the peer address

@@ -190,7 +190,7 @@ async def test_random_gt_gives_the_true_degradations_as_subtasks(bench_data: Pat
         return FakeRestorer(spec, workers, calls)
 
     await run_bench(bench_data, tmp_path / "out", policies=["random-gt", "no-rollback"], restorer_factory=factory, progress=False)
-    assert [(s.planner, dict(s.options)) for s in specs] == [("random", {}), ("rules", {"rollback": False})]
+    assert [(s.planner, dict(s.options)) for s in specs] == [("random", {}), ("experience", {"rollback": False})]
     truth = {it["lq"]: it["degradations"] for it in load_manifest(bench_data)["items"]}
     gt_calls = [c for c in calls if c[0] == "random-gt"]
     assert gt_calls and all(opts == {"subtasks": truth[job]} for _, job, opts in gt_calls)

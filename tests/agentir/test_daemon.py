@@ -520,3 +520,20 @@ async def test_client_restores_over_http_and_websocket_and_reports_busy(tmp_path
             with pytest.raises(DaemonError) as err:
                 await client.status("f" * 32)
             assert err.value.status == 404
+
+
+async def test_the_daemon_learns_from_judged_steps_unless_frozen(tmp_path, png):
+    """The experience planner's online counts land in DATA/experience.json; frozen, nothing is written."""
+    async with started(tmp_path) as (daemon, http):
+        status, _, body = await post(http, png)
+        assert status == 202 and await finished(daemon, body["id"]) == "done"
+        trace = (await daemon.store.get(body["id"])).trace
+        assert trace["planner"] == "experience" and trace["planner_info"]["learning"] is True
+    saved = json.loads((tmp_path / "data" / "experience.json").read_text())
+    tools = {k: v for k, v in saved["entries"].items() if k.startswith("tool|noise|")}
+    assert tools and sum(n for _, n in tools.values()) >= 1
+    async with started(tmp_path / "frozen", freeze_experience=True) as (daemon, http):
+        status, _, body = await post(http, png)
+        assert status == 202 and await finished(daemon, body["id"]) == "done"
+        assert (await daemon.store.get(body["id"])).trace["planner_info"]["learning"] is False
+    assert not (tmp_path / "frozen" / "data" / "experience.json").exists()

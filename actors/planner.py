@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from actors.base import Actor
-from agent_policies.registry import DEFAULT_PLANNING, PLANNING, REFLECTION
+from agent_policies.registry import DEFAULT_JOB_OPTIONS, DEFAULT_PLANNING, PLANNING, REFLECTION
 from agent_policies.search import Budget, Execute, Finish, Search
 from bus.base import Delivery
 from bus.messages import ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
@@ -55,8 +55,8 @@ class Planner(Actor):
             case Perceived(job=job) as p if job:
                 if job in self.searches or job in self._cancelled:
                     return  # redelivered perception (the search is already running), or cancelled
-                options = dict(p.options)
-                reflection_name = str(options.get("reflection", "threshold"))
+                options = {**DEFAULT_JOB_OPTIONS, **p.options}
+                reflection_name = str(options["reflection"])
                 planner = PLANNING.get(p.policy or DEFAULT_PLANNING)
                 self._policies[planner.name] = planner
                 reflection = REFLECTION.get(reflection_name)

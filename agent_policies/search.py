@@ -41,19 +41,25 @@ from toolbox.vocab import DEGRADATIONS, check_degradation, is_present, level_ind
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits on one job's search. ``wave`` tools run per step; 0 means all of a subtask's tools."""
+    """Limits on one job's search. ``wave`` tools run per step; 0 means all of a subtask's tools.
+
+    ``keep_improved``: a failed step whose best output still lowered the perceived severity of
+    its degradation is kept (the search moves on from it) instead of rolled back; only steps
+    that did not help at all roll back. Off by default (the paper rolls back on any failure).
+    """
 
     max_tool_calls: int = 32
     max_rollbacks: int = 8
     max_seconds: float = 300.0
     wave: int = 1
     rollback: bool = True
+    keep_improved: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Budget:
         """Build from a job's options map, ignoring unknown keys; raises ValueError on bad values."""
         kwargs: dict[str, Any] = {}
-        for name, kind in (("max_tool_calls", int), ("max_rollbacks", int), ("max_seconds", float), ("wave", int), ("rollback", bool)):
+        for name, kind in (("max_tool_calls", int), ("max_rollbacks", int), ("max_seconds", float), ("wave", int), ("rollback", bool), ("keep_improved", bool)):
             if name in options:
                 value = options[name]
                 if kind is bool and not isinstance(value, bool) or kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -292,6 +298,12 @@ class Search:
 
     def _failed(self, node: _Node, subtask: str, best: Candidate | None) -> Action:
         node.failures.append(_Attempt(subtask, best))
+        if not self.greedy and self.budget.rollback and self.budget.keep_improved:
+            kept = self._helped(subtask, best)
+            if kept is not None:
+                self._event("keep_improved", node=node.id, subtask=subtask)
+                child = self._new_node(parent=node.id, image=kept, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
+                return self._advance(child)
         if self.greedy or not self.budget.rollback:
             # Keep the least-bad output (if it helped) and move on without backtracking.
             kept = self._helped(subtask, best)

@@ -35,16 +35,26 @@ def best_candidate(candidates: Sequence[Candidate]) -> int:
 
 class ThresholdReflection:
     """The paper's rule: accept the first output rated very_low; when no tools remain, the best
-    output is a success at ``low`` or better and a failure otherwise."""
+    output is a success at ``low`` or better and a failure otherwise.
+
+    ``accept_level`` raises the bar for stopping early: ``"low"`` accepts the first output rated
+    low or better (the ``first-success`` policy). That suits a planner that tries tools in order
+    of expected quality (``experience``): the first acceptable output is then usually the best
+    one, and trying more tools only lets the judge prefer a harsher output that merely looks
+    less degraded.
+    """
 
     name = "threshold"
 
-    def __init__(self, success_level: str = "low") -> None:
+    def __init__(self, success_level: str = "low", accept_level: str = "very_low", name: str | None = None) -> None:
         self.success_rank = level_index(success_level)
+        self.accept_rank = level_index(accept_level)
+        if name:
+            self.name = name
 
     def judge(self, subtask: str, candidates: Sequence[Candidate], *, remaining: int) -> tuple[str, int]:
         for i, c in enumerate(candidates):
-            if not c.error and c.image is not None and c.level == "very_low":
+            if not c.error and c.image is not None and c.level and level_index(c.level) <= self.accept_rank:
                 return ACCEPT, i
         best = best_candidate(candidates)
         if remaining > 0:

@@ -149,8 +149,9 @@ POLICIES: dict[str, PolicySpec] = {
     p.name: p
     for p in (
         PolicySpec(name="input", planner=None, description="the degraded input itself, no restoration"),
-        PolicySpec(name="default", planner="experience", options={"reflection": "threshold", "rollback": True}, description="experience planner with reflection and rollback (the agent)"),
-        PolicySpec(name="rules", planner="rules", options={"reflection": "threshold", "rollback": True}, description="the paper's precedence rules instead of explored experience"),
+        PolicySpec(name="default", planner="experience", description="the agent: experience planner, first-success reflection, rollback of steps that did not help"),
+        PolicySpec(name="paper", planner="experience", options={"reflection": "threshold", "rollback": True, "keep_improved": False}, description="experience planner with the paper's reflection: accept only very_low early, roll back on every failure"),
+        PolicySpec(name="rules", planner="rules", options={"reflection": "threshold", "rollback": True, "keep_improved": False}, description="the Foundation's agent: the paper's precedence rules and reflection"),
         PolicySpec(name="random", planner="random", description="random subtask and tool order"),
         PolicySpec(name="fixed", planner="fixed", description="one fixed subtask order for every image"),
         PolicySpec(name="llm", planner="llm", description="a language model orders the subtasks (needs AGENTIR_LLM_URL / AGENTIR_LLM_MODEL)"),
@@ -161,7 +162,7 @@ POLICIES: dict[str, PolicySpec] = {
 }
 
 #: Default ``--policies``: every policy that needs no external service (``llm`` needs an endpoint).
-DEFAULT_POLICIES: tuple[str, ...] = ("default", "rules", "random", "fixed", "no-reflection", "no-rollback", "input", "random-gt")
+DEFAULT_POLICIES: tuple[str, ...] = ("default", "paper", "rules", "random", "fixed", "no-reflection", "no-rollback", "input", "random-gt")
 
 
 def _split(text: str | Iterable[str]) -> list[str]:

@@ -41,7 +41,7 @@ from bus.blobs import MemoryBlobStore
 log = structlog.get_logger(__name__)
 
 #: Options a job may carry (validated before accept; see agent_policies.search.Budget and the planner).
-JOB_OPTIONS: tuple[str, ...] = ("max_tool_calls", "max_rollbacks", "max_seconds", "wave", "rollback", "reflection", "tools", "subtasks")
+JOB_OPTIONS: tuple[str, ...] = ("max_tool_calls", "max_rollbacks", "max_seconds", "wave", "rollback", "keep_improved", "reflection", "tools", "subtasks")
 
 #: Where routes find the :class:`Daemon` (``request.app[DAEMON]``).
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")

@@ -207,3 +207,28 @@ def test_fallback_never_reruns_a_tool_on_an_image_it_already_failed_on():
     assert len(seen) == len(set(seen)), "a tool ran twice on the same image"
     fallback = next(e for e in search.trace["events"] if e["type"] == "fallback")
     assert fallback["given_up"] == ["motion_blur"]
+
+
+def test_keep_improved_keeps_a_failed_step_that_helped_and_rolls_back_one_that_did_not():
+    """keep_improved: noise high -> medium (helped, failed) is kept; dark stays high (no help) and rolls back."""
+    search = make({"noise": "high", "dark": "high"}, budget=Budget(keep_improved=True))
+    finish, calls = run(search, lambda s, t, d: "medium" if s == "noise" else "very_low")
+    assert search.trace["rollbacks"] == 0 and search.trace["status"] == "success"
+    assert [e["type"] for e in search.trace["events"] if e["type"] == "keep_improved"] == ["keep_improved"]
+    assert [c[1] for c in calls] == ["noise", "noise", "dark"]
+    useless = make({"noise": "high", "dark": "high"}, budget=Budget(keep_improved=True))
+    run(useless, lambda s, t, d: "very_high" if s == "noise" and not d else "very_low")
+    assert useless.trace["rollbacks"] >= 1  # nothing helped: the paper's rollback
+
+
+def test_first_success_reflection_accepts_the_first_low_output():
+    """accept_level="low" stops at the first output judged low (one call instead of two)."""
+    from agent_policies.registry import REFLECTION
+
+    search = make({"noise": "high"})
+    search.reflection = REFLECTION.get("first-success")
+    finish, calls = run(search, lambda s, t, d: "low")
+    assert calls == [(0, "noise", "noise.t1")] and finish.status == "success"
+    strict = make({"noise": "high"})
+    _, calls = run(strict, lambda s, t, d: "low")
+    assert len(calls) == 2  # the paper's rule tries the next tool unless very_low

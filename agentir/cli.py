@@ -159,7 +159,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     levels = [lv.strip() for lv in args.levels.split(",")] if args.levels else None
-    manifest = build_benchmark(args.clean, args.out, groups=groups, per_combo=args.per_combo, seed=args.seed, levels=levels, progress=not args.quiet)
+    manifest = build_benchmark(args.clean, args.out, groups=groups, per_combo=args.per_combo, seed=args.seed, levels=levels, progress=not args.quiet, split=args.split)
     _err(f"wrote {len(manifest.get('items', []))} degraded images and {Path(args.out) / 'manifest.json'}")
     return EXIT_OK
 
@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-combo", type=int, default=20, help="images per combination (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--levels", default="", help="instead of groups: single degradations at these levels, e.g. low,medium,high")
+    p.add_argument("--split", default="all", choices=["all", "train", "held-out"], help="all images, or the first (train) or second (held-out) half by name (default all)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_degrade)
 

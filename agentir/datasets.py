@@ -55,6 +55,8 @@ log = structlog.get_logger(__name__)
 
 #: File suffixes read as clean images (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: Which images of a folder to use (see :func:`build_benchmark`).
+SPLITS = ("all", "train", "held-out")
 #: Bumped when the manifest layout changes incompatibly.
 MANIFEST_VERSION = 1
 _CROP = 4
@@ -123,6 +125,7 @@ def build_benchmark(
     seed: int = 0,
     levels: Sequence[str] | None = None,
     progress: bool = True,
+    split: str = "all",
 ) -> dict:
     """Degrade the clean images of ``clean_dir`` and write the benchmark to ``out_dir``.
 
@@ -136,6 +139,10 @@ def build_benchmark(
         levels: ``None`` builds the combinations with the test-set parameters; a list of level
             names builds every single degradation at each of those levels instead.
         progress: show a tqdm progress bar.
+        split: ``"all"`` images, or only the ``"train"`` (first half by name) or ``"held-out"``
+            (second half) of ``clean_dir``: the project fits perception, trains tools and
+            explores on the first half of CBSD68 (plus McMaster and Set5), so benchmarks of
+            learned components use ``held-out``.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``): ``version``, ``mode``
@@ -166,7 +173,11 @@ def build_benchmark(
     else:
         group_list = _check_groups(groups)
 
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     files = list_images(clean_dir)
+    half = len(files) // 2
+    files = {"all": files, "train": files[:half], "held-out": files[half:]}[split]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -242,6 +253,7 @@ def build_benchmark(
         "groups": group_list if level_list is None else ["single"],
         "levels": level_list,
         "per_combo": per_combo,
+        "split": split,
         "combos": combos,
         "skipped": skipped,
         "items": items,

@@ -144,3 +144,15 @@ def test_bad_arguments_raise(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "clean" / "img0.jpg"), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="share the stem"):
         list_images(tmp_path / "clean")
+
+
+def test_split_keeps_the_first_or_second_half_by_name(tmp_path: Path) -> None:
+    """``split="held-out"`` uses only the images that learned components never saw (the second half)."""
+    make_clean(tmp_path / "clean", n=4)
+    names = [p.name for p in list_images(tmp_path / "clean")]
+    held = build_benchmark(tmp_path / "clean", tmp_path / "held", groups=["A"], per_combo=None, split="held-out", progress=False)
+    train = build_benchmark(tmp_path / "clean", tmp_path / "train", groups=["A"], per_combo=None, split="train", progress=False)
+    assert {i["source"] for i in held["items"]} == set(names[2:]) and held["split"] == "held-out"
+    assert {i["source"] for i in train["items"]} == set(names[:2])
+    with pytest.raises(ValueError, match="split must be one of"):
+        build_benchmark(tmp_path / "clean", tmp_path / "x", split="test", progress=False)

@@ -92,3 +92,14 @@ def test_bad_plugin_file_is_a_one_line_error(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "plugins.toml" in errors[0]
     assert not (tmp_path / "o" / "clean.png").exists()
+
+
+def test_knowledge_prints_what_exploration_learned_and_rejects_a_bad_file(tmp_path):
+    """`agentir knowledge` renders the shipped knowledge as prose; a corrupt file is one error line."""
+    proc = agentir("knowledge", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Precedence strength" in proc.stdout and " before " in proc.stdout and "Tools for noise" in proc.stdout
+    bad = tmp_path / "k.json"
+    bad.write_text("{")
+    proc = agentir("knowledge", str(bad), cwd=tmp_path)
+    assert proc.returncode == 1 and "not valid JSON" in proc.stderr and "Traceback" not in proc.stderr

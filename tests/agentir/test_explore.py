@@ -1,4 +1,8 @@
-"""``agentir explore``: the full tree on real (small) images, reproducible and resumable."""
+"""``agentir explore``: the full tree on real (small) images, reproducible and resumable.
+
+Calls :func:`main_explore` (what ``agentir explore`` runs) rather than the CLI's ``main``, which
+would point structlog at pytest's captured stderr for the rest of the session.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from agent_policies.knowledge import Knowledge
-from agentir.cli import main
-from agentir.explore import build_jobs, training_images
+from agentir.explore import build_jobs, main_explore, training_images
+
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clean"
 
@@ -25,7 +29,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def explore(data: Path, out: Path, *extra: str) -> int:
-    return main(["explore", str(data), "-o", str(out), "--per-combo", "1", "--workers", "1", "--combinations", "rain+haze", "--no-progress", *extra])
+    return main_explore([str(data), "-o", str(out), "--per-combo", "1", "--workers", "1", "--combinations", "rain+haze", "--no-progress", *extra])
 
 
 def test_explores_the_full_tree_and_writes_knowledge(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,13 +79,13 @@ def test_records_from_other_settings_are_refused(data: Path, tmp_path: Path, cap
 
 
 def test_only_group_a_may_be_explored(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["explore", str(data), "-o", str(tmp_path / "k.json"), "--combinations", "motion_blur+jpeg", "--no-progress"])
+    rc = main_explore([str(data), "-o", str(tmp_path / "k.json"), "--combinations", "motion_blur+jpeg", "--no-progress"])
     assert rc == 2
     assert "only group A is explored" in capsys.readouterr().err
 
 
 def test_missing_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explore", str(tmp_path / "nope"), "-o", str(tmp_path / "k.json"), "--no-progress"]) == 1
+    assert main_explore([str(tmp_path / "nope"), "-o", str(tmp_path / "k.json"), "--no-progress"]) == 1
     assert "not found" in capsys.readouterr().err
 
 
@@ -110,5 +114,5 @@ def test_the_documented_command_reproduces_the_shipped_knowledge(tmp_path: Path)
     from agent_policies.knowledge import DEFAULT_KNOWLEDGE
 
     out = tmp_path / "knowledge.json"
-    assert main(["explore", str(SHARED), "-o", str(out), "--per-combo", "8", "--workers", "2", "--no-progress"]) == 0
+    assert main_explore([str(SHARED), "-o", str(out), "--per-combo", "8", "--workers", "2", "--no-progress"]) == 0
     assert out.read_bytes() == DEFAULT_KNOWLEDGE.read_bytes()

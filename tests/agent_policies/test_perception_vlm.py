@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import web
+from loopback_chat import chat_endpoint
 from structlog.testing import capture_logs
 
 from agent_policies.perception import AnalyticPerception, PerceptionPolicy
@@ -100,30 +101,16 @@ def honest_answer(body: dict[str, Any]) -> str:
     return p.levels[d].replace("_", " ").capitalize() + "."
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loopback requests must not go through a proxy from the environment."""
-    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(k, raising=False)
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     """The endpoint on an ephemeral loopback port."""
     srv = Server()
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", srv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    srv.url = f"http://127.0.0.1:{port}/v1"
-    try:
-        yield srv
-    finally:
-        srv.release.set()
-        await runner.cleanup()
+    async with chat_endpoint(srv.handle) as url:
+        srv.url = url
+        try:
+            yield srv
+        finally:
+            srv.release.set()
 
 
 def make(server: Server, **kw: Any) -> tuple[VLMPerception, list[float]]:

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
+from loopback_chat import chat_endpoint
 from explore_records import record
 
 from agent_policies.knowledge import Knowledge, distil
@@ -46,28 +47,15 @@ class Server:
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": json.dumps({"order": sorted(names, reverse=True)})}}]})
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(k, raising=False)
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     srv = Server()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", srv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    srv.url = f"http://127.0.0.1:{port}/v1"
-    try:
-        yield srv
-    finally:
-        srv.release.set()
-        await runner.cleanup()
+    async with chat_endpoint(srv.handle) as url:
+        srv.url = url
+        try:
+            yield srv
+        finally:
+            srv.release.set()
 
 
 def fallback() -> ExperiencePlanner:

@@ -129,6 +129,8 @@ class PolicySpec:
         options: job options passed to every restore (``rollback``, ``reflection`` ...).
         ground_truth: give the true degradations from the manifest as the job's ``subtasks``
             (replacing perception).
+        tool: instead of the agent, run this one tool on every image (the ``allinone``
+            baseline: one network for every degradation, no perception, no plan).
         description: one line for tables and ``--help``.
     """
 
@@ -136,12 +138,13 @@ class PolicySpec:
     planner: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     ground_truth: bool = False
+    tool: str | None = None
     description: str = ""
 
     @property
     def restores(self) -> bool:
-        """Whether this policy runs the agent at all."""
-        return self.planner is not None
+        """Whether this policy changes the image at all."""
+        return self.planner is not None or self.tool is not None
 
 
 #: The benchmark's policies by name, in the order tables show them.
@@ -157,6 +160,7 @@ POLICIES: dict[str, PolicySpec] = {
         PolicySpec(name="llm", planner="llm", description="a language model orders the subtasks (needs AGENTIR_LLM_URL / AGENTIR_LLM_MODEL)"),
         PolicySpec(name="no-reflection", planner="experience", options={"reflection": "none"}, description="experience planner, first tool output taken unjudged"),
         PolicySpec(name="no-rollback", planner="experience", options={"rollback": False}, description="experience planner, never backtracks"),
+        PolicySpec(name="allinone", planner=None, tool="allinone", description="one all-in-one network on every image (no agent); needs the learned allinone tool"),
         PolicySpec(name="random-gt", planner="random", ground_truth=True, description="random order of the true degradations (no perception)"),
     )
 }
@@ -509,6 +513,42 @@ async def _run_item(ctx: _Context, spec: PolicySpec, item: Mapping[str, Any], re
     return rec
 
 
+class ToolRestorer:
+    """Stands in for a Restorer where a policy is one tool run on the whole image (``allinone``)."""
+
+    def __init__(self, tool: str) -> None:
+        import toolbox.tools  # noqa: F401 - registers the built-in (and learned) tools
+        from toolbox.base import TOOLS
+
+        self.name = tool
+        self.tool = TOOLS.get(tool)  # UnknownNameError names close matches; a missing weight file fails here
+        self._lock = anyio.Lock()
+
+    async def __aenter__(self) -> ToolRestorer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        with torch.inference_mode():
+            y = self.tool(x)
+        return y[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+    async def restore(self, image: np.ndarray, *, options: Mapping[str, Any] | None = None, job: str = "") -> Any:
+        from types import SimpleNamespace
+
+        t0 = time.perf_counter()
+        async with self._lock:  # one call at a time: the tool uses every thread it is given
+            out = await anyio.to_thread.run_sync(self._run, image)
+        seconds = time.perf_counter() - t0
+        trace = {"plan": [self.name], "done": [self.name], "tool_calls": 1, "rollbacks": 0, "seconds": round(seconds, 4), "status": "success", "steps": [{"tool": self.name, "seconds": round(seconds, 4)}]}
+        return SimpleNamespace(image=out, trace=trace)
+
+
 class _NoRestorer:
     """Stands in for a Restorer where a policy restores nothing (``input``)."""
 
@@ -528,6 +568,8 @@ def default_restorer_factory(*, perception: str = "analytic", job_timeout: float
     def make(spec: PolicySpec, workers: int) -> AbstractAsyncContextManager[Any]:
         from agentir.pipeline import Restorer
 
+        if spec.tool is not None:
+            return ToolRestorer(spec.tool)
         return Restorer(policy=spec.planner or "rules", perception=perception, options={**(options or {}), **spec.options}, max_inflight=workers, job_timeout=job_timeout)
 
     return make

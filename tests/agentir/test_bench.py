@@ -284,3 +284,23 @@ def test_report_only_rebuilds_outputs_from_the_log(bench_src: Path, tmp_path: Pa
     assert main_bench([str(bench_src), "--policies", "input", "--out", str(out), "--report-only"]) == 0
     assert json.loads((out / "results.json").read_text())["overall"]["input"]["n"] == len(load_manifest(bench_src)["items"])
     assert "Per group" in capsys.readouterr().out
+
+
+async def test_a_one_tool_policy_runs_that_tool_on_every_image(bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PolicySpec with ``tool`` (the ``allinone`` baseline) runs the real tool once per image, no agent."""
+    from agentir.bench import runner
+
+    spec = PolicySpec(name="one-tool", planner=None, tool="bilateral_denoise", description="test")
+    monkeypatch.setitem(runner.POLICIES, "one-tool", spec)
+    out = tmp_path / "out"
+    run = await run_bench(bench_data, out, policies=["input", "one-tool"], workers=2, progress=False)
+    rows = [r for r in run["records"] if r["policy"] == "one-tool"]
+    inputs = {r["id"]: r for r in run["records"] if r["policy"] == "input"}
+    assert rows and all(r["status"] == "success" and r["tool_calls"] == 1 and r["plan"] == ["bilateral_denoise"] for r in rows)
+    assert any(r["psnr"] != inputs[r["id"]]["psnr"] for r in rows)  # the tool changed the images
+
+
+def test_the_allinone_policy_names_its_tool() -> None:
+    from agentir.bench.runner import POLICIES
+
+    assert POLICIES["allinone"].tool == "allinone" and POLICIES["allinone"].restores

@@ -91,8 +91,9 @@ class Restorer:
         if plugins is not None:
             ensure_plugins(plugins)
         policy = policy or DEFAULT_PLANNING
-        if policy not in PLANNING:
-            PLANNING.get(policy)  # raises UnknownNameError with close matches
+        # Build it now (cached for the jobs): an unknown name (UnknownNameError with close matches)
+        # or an unconfigured policy (the llm planner without an endpoint) fails here, once.
+        PLANNING.get(policy)
         self.policy = policy
         self.options = dict(options or {})
         if "reflection" in self.options:

@@ -93,11 +93,12 @@ def validate_job(policy: str, options: Any) -> dict[str, Any]:
     from toolbox.registry import UnknownNameError
     from toolbox.vocab import check_degradation
 
-    if policy not in PLANNING:
-        try:
-            PLANNING.get(policy)
-        except UnknownNameError as exc:
-            raise ApiError(422, _name_error(exc)) from None
+    try:
+        PLANNING.get(policy)  # cached after the first job; an unconfigured policy (llm) answers 422
+    except UnknownNameError as exc:
+        raise ApiError(422, _name_error(exc)) from None
+    except ValueError as exc:
+        raise ApiError(422, f"planning policy {policy!r} is not usable on this daemon: {exc}") from None
     if not isinstance(options, dict):
         raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}")
     unknown = sorted(set(options) - set(JOB_OPTIONS))

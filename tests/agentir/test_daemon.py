@@ -537,3 +537,12 @@ async def test_the_daemon_learns_from_judged_steps_unless_frozen(tmp_path, png):
         assert status == 202 and await finished(daemon, body["id"]) == "done"
         assert (await daemon.store.get(body["id"])).trace["planner_info"]["learning"] is False
     assert not (tmp_path / "frozen" / "data" / "experience.json").exists()
+
+
+async def test_an_unconfigured_llm_policy_is_refused_with_422(tmp_path, png, monkeypatch):
+    """policy=llm on a daemon without AGENTIR_LLM_URL: 422 naming the variable, nothing queued."""
+    monkeypatch.delenv("AGENTIR_LLM_URL", raising=False)
+    async with started(tmp_path) as (daemon, http):
+        status, _, body = await post(http, png, params={"policy": "llm"})
+        assert status == 422 and "AGENTIR_LLM_URL" in body["error"]
+        assert (await daemon.store.counts()).get("queued", 0) == 0

@@ -131,3 +131,12 @@ async def test_unknown_policy_fails_fast_with_close_matches():
 
     with pytest.raises(UnknownNameError, match="rules"):
         Restorer(policy="rule")
+
+
+def test_an_unconfigured_policy_fails_when_the_restorer_is_built(monkeypatch):
+    """The llm planner without an endpoint is refused up front, not once per job."""
+    from agent_policies.planning.llm import LLMConfigError
+
+    monkeypatch.delenv("AGENTIR_LLM_URL", raising=False)
+    with pytest.raises(LLMConfigError, match="AGENTIR_LLM_URL"):
+        Restorer(policy="llm")

@@ -1,8 +1,8 @@
-"""Fit the analytic perception models and write ``analytic_calibration.json``.
+"""Fit the analytic perception models and write ``analytic_heads.safetensors`` + ``analytic_calibration.json``.
 
 Run (about 10-15 minutes on two shared cores: synthesis + features 6-11 min, fitting 4-5 min)::
 
-    nice .venv/bin/python -m agent_policies.perception.calibrate --data /work/shared/data/clean
+    nice .venv/bin/agentir train perception          # or: python -m agent_policies.perception.calibrate
 
 What it does, reproducibly from ``--seed``:
 
@@ -22,16 +22,19 @@ What it does, reproducibly from ``--seed``:
    cross-validation over fit images to maximise F1 of "present" (the F0.5 variant, favouring
    precision, cost too much recall: motion-blur recall 0.67 -> 0.40 on the held-out
    combinations for +0.07 precision), see :func:`tune_presence_bias`.
-4. Writes the JSON and prints held-out accuracy: presence (level >= medium) per degradation on the
-   group combinations, and exact-level accuracy on singles.
+4. Writes the heads' arrays (safetensors) and the metadata JSON, each atomically (see
+   :func:`agent_policies.perception.analytic.write_calibration`), and prints held-out accuracy:
+   presence (level >= medium) per degradation on the group combinations, and exact-level
+   accuracy on singles.
 
 ``--cache FILE`` keeps the computed features so a refit after a model change skips the synthesis.
+When the cache lacks a feature group (a group added since it was written), the samples are
+synthesised again from the same seed (cheap) and only the missing groups are computed and added.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import sys
@@ -39,12 +42,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy.optimize import minimize
 
-from agent_policies.perception.features import compute_features
+from agent_policies.perception.features import GROUPS, compute_features, feature_names
 from toolbox.vocab import DEGRADATIONS, LEVELS
 
 DEFAULT_OUT = Path(__file__).with_name("analytic_calibration.json")
@@ -56,7 +60,7 @@ MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     "jpeg": ("size", "noise", "jpeg", "blur"),
     "dark": ("lum", "haze", "noise"),
     "haze": ("lum", "haze", "blur", "noise"),
-    "motion_blur": ("size", "noise", "jpeg", "blur", "rain"),
+    "motion_blur": ("size", "noise", "jpeg", "blur", "rain", "motion"),
     "defocus_blur": ("size", "noise", "jpeg", "blur", "rain"),
     "rain": ("size", "noise", "jpeg", "blur", "rain", "lum"),
 }
@@ -134,11 +138,16 @@ def _load(path: Path) -> np.ndarray:
     return np.ascontiguousarray(crop_to_multiple(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 4))
 
 
-def _samples_for(args: tuple[str, int, int, bool]) -> list[dict]:
-    """All synthetic samples of one clean image (run in a worker process)."""
+def _samples_for(args: tuple[str, int, int, bool, tuple[str, ...]]) -> list[dict]:
+    """All synthetic samples of one clean image (run in a worker process), with the features of ``groups``.
+
+    The images depend only on ``(seed, index)`` (feature computation draws nothing), so a rerun
+    with other ``groups`` yields the same samples in the same order: :func:`extend_cache` relies
+    on that to add new feature groups to a cache.
+    """
     from toolbox.degrade import COMBINATIONS, degrade_chain
 
-    path, index, seed, with_mix = args
+    path, index, seed, with_mix, groups = args
     img = _load(Path(path))
     rng = np.random.default_rng([seed, index])
     out: list[dict] = []
@@ -151,7 +160,7 @@ def _samples_for(args: tuple[str, int, int, bool]) -> list[dict]:
         labels = {d: 0 for d in DEGRADATIONS}
         for p in params:
             labels[p["name"]] = label_from_params(p)
-        out.append({"kind": kind, "tag": tag, "image": index, "labels": labels, "features": compute_features(deg)})
+        out.append({"kind": kind, "tag": tag, "image": index, "labels": labels, "features": compute_features(deg, groups)})
 
     add("clean", [], None, "clean")
     for name in DEGRADATIONS:
@@ -175,11 +184,11 @@ def _samples_for(args: tuple[str, int, int, bool]) -> list[dict]:
     return out
 
 
-def build_dataset(root: Path, seed: int, workers: int) -> dict[str, list[dict]]:
-    """Synthesise and featurise the fit and held-out sets."""
+def build_dataset(root: Path, seed: int, workers: int, groups: tuple[str, ...] = GROUPS) -> dict[str, list[dict]]:
+    """Synthesise the fit and held-out sets and compute the features of ``groups``."""
     fit, held = split_images(root)
-    jobs = [(str(p), i, seed, True) for i, p in enumerate(fit)]
-    jobs += [(str(p), 1000 + i, seed, False) for i, p in enumerate(held)]
+    jobs = [(str(p), i, seed, True, tuple(groups)) for i, p in enumerate(fit)]
+    jobs += [(str(p), 1000 + i, seed, False, tuple(groups)) for i, p in enumerate(held)]
     rows: list[dict] = []
     t0 = time.perf_counter()
     if workers > 1:
@@ -195,12 +204,36 @@ def build_dataset(root: Path, seed: int, workers: int) -> dict[str, list[dict]]:
     return {"fit": [r for r in rows if r["image"] < 1000], "held": [r for r in rows if r["image"] >= 1000]}
 
 
+def missing_groups(data: dict[str, Any]) -> list[str]:
+    """Feature groups of :data:`~agent_policies.perception.features.GROUPS` a feature cache lacks."""
+    have = set(data["fit"][0]["features"]) if data.get("fit") else set()
+    return [g for g in GROUPS if not set(feature_names((g,))) <= have]
+
+
+def extend_cache(data: dict[str, Any], root: Path, workers: int, groups: Sequence[str]) -> None:
+    """Add the features of ``groups`` to every row of a cache (``data``, in place).
+
+    The samples are synthesised again from the same seed (cheap next to the features) and only
+    the new groups are computed; rows are matched by position and checked by image and tag.
+
+    Raises:
+        ValueError: the resynthesised samples do not line up with the cache (other data or code).
+    """
+    extra = build_dataset(root, int(data["seed"]), workers, tuple(groups))
+    for split in ("fit", "held"):
+        old, new = data[split], extra[split]
+        if len(old) != len(new) or any((a["image"], a["tag"], a["labels"]) != (b["image"], b["tag"], b["labels"]) for a, b in zip(old, new)):
+            raise ValueError("the feature cache does not match a new synthesis of the same seed (other clean images or degradation code); delete it and rerun")
+        for a, b in zip(old, new):
+            a["features"].update(b["features"])
+
+
 # --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
 
 
-def _fit_head(x: np.ndarray, y: np.ndarray, hidden: int, l2: float, seed: int) -> dict:
+def _fit_head(x: np.ndarray, y: np.ndarray, hidden: int, l2: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """One head: ``P(y = 1) = sigmoid(w2 . tanh(x W1 + b1) + b2)``, L2 on weights, L-BFGS.
 
     A 1-hidden-layer network rather than a linear logistic: on the held-out group combinations it
@@ -232,8 +265,8 @@ def _fit_head(x: np.ndarray, y: np.ndarray, hidden: int, l2: float, seed: int) -
     t0 = np.random.default_rng(seed).normal(0.0, 0.3, sum(sizes))
     res = minimize(fg, t0, jac=True, method="L-BFGS-B", options={"maxiter": 1500})
     w1, b1, w2, b2 = unpack(res.x)
-    r6 = lambda a: np.round(a, 6).tolist()  # noqa: E731
-    return {"W1": r6(w1), "b1": r6(b1), "w2": r6(w2), "b2": round(float(b2[0]), 6)}
+    # rounded to 6 decimals (as the JSON weights of version 1 were), so a refit reproduces them
+    return (np.round(w1, 6), np.round(b1, 6), np.round(w2, 6), round(float(b2[0]), 6))
 
 
 def _design(rows: list[dict], deg: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -243,8 +276,9 @@ def _design(rows: list[dict], deg: str) -> tuple[list[str], np.ndarray, np.ndarr
     return names, x, y
 
 
-def _head_logit(head: dict, xs: np.ndarray) -> np.ndarray:
-    return np.tanh(xs @ np.asarray(head["W1"]) + np.asarray(head["b1"])) @ np.asarray(head["w2"]) + head["b2"]
+def _head_logit(head: tuple[np.ndarray, np.ndarray, np.ndarray, float], xs: np.ndarray) -> np.ndarray:
+    w1, b1, w2, b2 = head
+    return np.tanh(xs @ w1 + b1) @ w2 + b2
 
 
 def tune_presence_bias(
@@ -288,27 +322,33 @@ def tune_presence_bias(
 def fit_models(
     rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int = 0, offsets: dict[str, float] | None = None
 ) -> dict:
-    """Fit one cumulative model (a head per ``level >= k``) per degradation; returns the JSON-ready dict."""
+    """Fit one cumulative model (a head per ``level >= k``) per degradation.
+
+    Returns the in-memory models of :func:`agent_policies.perception.analytic.write_calibration`.
+    """
     models: dict[str, dict] = {}
     for deg in DEGRADATIONS:
         names, x, y = _design(rows, deg)
         mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
         xs = (x - mean) / std
-        ks = (2,) if deg == "low_resolution" else (1, 2, 3, 4)
+        mean, std = np.round(mean, 6), np.round(std, 6)  # stored rounded, as in version 1
+        ks = [2] if deg == "low_resolution" else [1, 2, 3, 4]
         heads = []
         for k in ks:
-            head = _fit_head(xs, (y >= k).astype(np.float64), hidden, l2, seed + 10 * k)
+            w1, b1, w2, b2 = _fit_head(xs, (y >= k).astype(np.float64), hidden, l2, seed + 10 * k)
             if k == 2 and offsets:
                 # shift the presence decision (see tune_presence_bias)
-                head["b2"] = round(head["b2"] - offsets.get(deg, 0.0), 6)
-            heads.append({"k": k, **head})
+                b2 = round(b2 - offsets.get(deg, 0.0), 6)
+            heads.append((w1, b1, w2, b2))
         models[deg] = {
             "groups": list(MODEL_GROUPS[deg]),
             "features": names,
-            "mean": [round(float(v), 6) for v in mean],
-            "std": [round(float(v), 6) for v in std],
-            "heads": heads,
+            "ks": ks,
+            "hidden": hidden,
             "presence_offset": (offsets or {}).get(deg, 0.0),
+            "_mean": mean,
+            "_std": std,
+            "_heads": heads,
         }
     return models
 
@@ -363,46 +403,66 @@ def evaluate(models: dict, rows: list[dict]) -> dict:
     return report
 
 
+def default_weights_path(out: Path) -> Path:
+    """The weights file written next to the calibration JSON ``out``: ``analytic_heads.safetensors``
+    for the shipped ``analytic_calibration.json``, else ``<out stem>.safetensors``."""
+    from agent_policies.perception.analytic import WEIGHTS_NAME
+
+    if out.name == DEFAULT_OUT.name:
+        return out.with_name(WEIGHTS_NAME)
+    return out.with_suffix(".safetensors")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
+    from agent_policies.perception.analytic import _write_bytes_atomic, write_calibration
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data/clean"), help="folder with CBSD68/, McMaster/, Set5/")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="calibration JSON to write")
+    ap.add_argument("--weights-out", type=Path, default=None, help="safetensors weights to write (default: next to --out, see default_weights_path)")
     ap.add_argument("--seed", type=int, default=20250101)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--cache", type=Path, default=None, help="pickle of computed features (read if present, else written)")
+    ap.add_argument("--cache", type=Path, default=None, help="pickle of computed features (read if present, else written; extended when it lacks a feature group)")
     ap.add_argument("--l2", type=float, default=L2, help="weight decay of the heads")
     ap.add_argument("--hidden", type=int, default=HIDDEN, help="hidden units per head")
     args = ap.parse_args(argv)
+    weights_out = args.weights_out if args.weights_out is not None else default_weights_path(args.out)
 
     if args.cache is not None and args.cache.exists():
         with args.cache.open("rb") as f:
-            data = pickle.load(f)
+            data = pickle.load(f)  # a local cache this script wrote; never shipped
         if data.get("seed") != args.seed:
             raise SystemExit(f"cache {args.cache} was built with seed {data.get('seed')}; delete it or pass that seed")
+        lacking = missing_groups(data)
+        if lacking:
+            print(f"cache {args.cache} lacks feature group(s) {', '.join(lacking)}: synthesising again for those only", file=sys.stderr)
+            extend_cache(data, args.data, args.workers, lacking)
+            _write_bytes_atomic(args.cache, pickle.dumps(data))
     else:
         data = build_dataset(args.data, args.seed, args.workers)
         data["seed"] = args.seed
         if args.cache is not None:
-            with args.cache.open("wb") as f:
-                pickle.dump(data, f)
+            _write_bytes_atomic(args.cache, pickle.dumps(data))
     print(f"fit rows: {len(data['fit'])}, held-out rows: {len(data['held'])}")
     offsets = tune_presence_bias(data["fit"], args.l2, args.hidden, args.seed)
     models = fit_models(data["fit"], args.l2, args.hidden, args.seed, offsets)
     fit_report = evaluate(models, data["fit"])
     print("(above: fit set, for reference; below: held out)")
     report = evaluate(models, data["held"])
+    command = f"agentir train perception --seed {args.seed}"
+    if args.l2 != L2 or args.hidden != HIDDEN:
+        command = f"python -m agent_policies.perception.calibrate --seed {args.seed} --l2 {args.l2} --hidden {args.hidden}"
     payload = {
-        "version": 1,
         "seed": args.seed,
+        "command": command,
+        "l2": args.l2,
         "fit_images": "McMaster + Set5 + first half of CBSD68 (sorted)",
         "held_out": {k: report[k] for k in ("presence_groups", "exact_singles", "combination_set_exact")},
         "fit_set_combination_set_exact": fit_report["combination_set_exact"],
-        # drop the numpy arrays predict_from_features attached (keys starting with "_")
-        "models": {d: {k: v for k, v in m.items() if not k.startswith("_")} for d, m in models.items()},
     }
-    args.out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    print(f"wrote {args.out}")
+    write_calibration(args.out, weights_out, payload, models)
+    print(f"wrote {args.out} and {weights_out}")
     return 0
 
 

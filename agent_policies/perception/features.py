@@ -38,6 +38,17 @@ Groups (feature names are ``<group>.<what>``):
   correlation of the black top-hat along that direction subtracted (motion blur smears bright and
   dark lines alike, rain adds bright ones only), how vertical the best direction is, and how
   colourless the strong bright lines are (rain is added equally to R, G and B).
+* ``motion``: line-blur evidence that survives an x4 downscale (where a 10-15 px one-sided motion
+  blur shrinks to 2-4 px and the gradient-percentile ratios of ``blur`` no longer see it). The
+  normalised autocorrelation of the Laplacian one step away along 8 directions (0, 26.6, 45,
+  63.4, ... degrees), at scale 1 on a centre crop of at most :data:`MOTION_CROP` pixels and at
+  scale 2 on the texture crop: its spread (max - min), maximum, median, max - median and max
+  minus the orthogonal direction (a line blur makes neighbouring second derivatives along it
+  alike and leaves the orthogonal ones independent); the same at two steps (scale 1: spread, max,
+  max minus orthogonal); and per direction (0 / 45 / 90 / 135 degrees) the log ratio of the mean
+  absolute second difference at scale 1 over scale 2 of the same area: its spread, its minimum
+  and its value orthogonal to the blur direction minus along it (texture anisotropy is about
+  scale-invariant, a fine line blur is not). About 2 ms per 512 x 512 image.
 """
 
 from __future__ import annotations
@@ -54,7 +65,7 @@ GLOBAL_SIDE = 256
 #: Images smaller than this per side are edge-padded before any feature is computed.
 MIN_SIDE = 32
 
-GROUPS: tuple[str, ...] = ("size", "noise", "jpeg", "lum", "haze", "blur", "rain")
+GROUPS: tuple[str, ...] = ("size", "noise", "jpeg", "lum", "haze", "blur", "rain", "motion")
 
 _EPS = 1e-6
 
@@ -427,6 +438,69 @@ def _rain(p: _Prepared) -> dict[str, float]:
     }
 
 
+# one step along 8 directions (dy, dx); entries i and i + 4 are orthogonal
+_MOTION_DIRS = ((0, 1), (1, 2), (1, 1), (2, 1), (1, 0), (2, -1), (1, -1), (1, -2))
+# second differences along 0, 45, 90 and 135 degrees (= _MOTION_DIRS 0, 2, 4, 6) as 3 x 3 kernels
+_SECOND_DIFF = tuple(
+    np.array(k, dtype=np.float32)
+    for k in (
+        [[0, 0, 0], [1, -2, 1], [0, 0, 0]],
+        [[1, 0, 0], [0, -2, 0], [0, 0, 1]],
+        [[0, 1, 0], [0, -2, 0], [0, 1, 0]],
+        [[0, 0, 1], [0, -2, 0], [1, 0, 0]],
+    )
+)
+#: The finest-scale motion features look at a centre crop of at most this many pixels per side.
+MOTION_CROP = 256
+
+
+def _centre(a: np.ndarray, side: int) -> np.ndarray:
+    h, w = a.shape
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return a[y0 : y0 + side, x0 : x0 + side]
+
+
+def _lap_dir_corr(g: np.ndarray, lags: tuple[int, ...] = (1,)) -> list[np.ndarray]:
+    """Normalised autocorrelation of the Laplacian of ``g``, ``lag`` steps along each of :data:`_MOTION_DIRS`, per lag."""
+    lap = cv2.Laplacian(g, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REPLICATE)
+    lap = lap - np.float32(lap.mean())
+    var = float(np.einsum("ij,ij->", lap, lap, dtype=np.float64)) / lap.size + 1e-3
+    return [np.array([_shift_corr(lap, lag * dy, lag * dx) / var for dy, dx in _MOTION_DIRS]) for lag in lags]
+
+
+def _second_diff_energy(g: np.ndarray) -> np.ndarray:
+    """Mean |second difference| of ``g`` along 0, 45, 90 and 135 degrees, + 0.05."""
+    return np.array([float(np.abs(cv2.filter2D(g, -1, k, borderType=cv2.BORDER_REPLICATE)).mean()) + 0.05 for k in _SECOND_DIFF])
+
+
+def _motion(p: _Prepared) -> dict[str, float]:
+    out: dict[str, float] = {}
+    g1 = np.ascontiguousarray(_centre(p.gray_scale(1), MOTION_CROP))
+    c1, c1b = _lap_dir_corr(g1, (1, 2))
+    c2 = _lap_dir_corr(p.gray_scale(2))[0]
+    for tag, c in (("ac1", c1), ("ac2", c2)):
+        k = int(np.argmax(c))
+        med = float(np.median(c))
+        out[f"motion.{tag}_spread"] = float(c.max() - c.min())
+        out[f"motion.{tag}_max"] = float(c[k])
+        out[f"motion.{tag}_median"] = med
+        out[f"motion.{tag}_max_minus_median"] = float(c[k]) - med
+        out[f"motion.{tag}_max_minus_orth"] = float(c[k] - c[(k + 4) % 8])
+    k = int(np.argmax(c1b))
+    out["motion.ac1_lag2_spread"] = float(c1b.max() - c1b.min())
+    out["motion.ac1_lag2_max"] = float(c1b[k])
+    out["motion.ac1_lag2_max_minus_orth"] = float(c1b[k] - c1b[(k + 4) % 8])
+    # per direction, second differences at scale 1 over scale 2 (same area): texture anisotropy
+    # is about scale-invariant, a fine line blur is not
+    g2 = cv2.resize(g1, (max(1, g1.shape[1] // 2), max(1, g1.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    r = np.log(_second_diff_energy(g1) / _second_diff_energy(g2))
+    kb = int(np.argmax(c1)) // 2  # the blur direction's nearest of the four
+    out["motion.fine_mid_spread"] = float(r.max() - r.min())
+    out["motion.fine_mid_orth_minus_blur"] = float(r[(kb + 2) % 4] - r[kb])
+    out["motion.fine_mid_min"] = float(r.min())
+    return out
+
+
 _GROUP_FUNCS = {
     "size": _size,
     "noise": _noise,
@@ -435,6 +509,7 @@ _GROUP_FUNCS = {
     "haze": _haze,
     "blur": _blur,
     "rain": _rain,
+    "motion": _motion,
 }
 
 

@@ -16,6 +16,9 @@ Scores a perception policy (default ``analytic``) on one or more benchmark folde
   exact accuracy over the whole matrix. ``low_resolution`` has one level in the benchmark (every
   level is the same x4 downscale, labelled ``high``), so its exact accuracy is its presence
   accuracy.
+  Per combination (``combos``): the fraction of images whose present set is right, the recall
+  of each degradation present in it and the false "present" rates of the others (e.g. motion
+  blur before an x4 downscale).
 * **clean**: the clean references (each once), where every degradation is absent: the rate at
   which each is called present.
 * **speed**: milliseconds per image of ``perceive`` and of ``rate`` (one degradation, mean and
@@ -324,6 +327,21 @@ def evaluate(policy: Any, items: Sequence[tuple[Path, dict]], progress: bool = T
                 "presence_acc_mean": float(np.mean([np.mean([(r["truth"][d] >= PRESENT) == (r["pred"][d] >= PRESENT) for r in sub]) for d in DEGRADATIONS])),
                 "set_exact": float(np.mean([_set_exact(r) for r in sub])),
             }
+        combos: dict[str, Any] = {}
+        for c in sorted({r["combo"] for r in mixed}):
+            sub = [r for r in mixed if r["combo"] == c]
+            present = [d for d in DEGRADATIONS if any(r["truth"][d] >= PRESENT for r in sub)]
+            combos[c] = {
+                "n": len(sub),
+                "set_exact": float(np.mean([_set_exact(r) for r in sub])),
+                # per degradation truly present in this combination: how often it is seen
+                "recall": {d: presence_stats([r["truth"][d] for r in sub], [r["pred"][d] for r in sub])["recall"] for d in present},
+                "false_present": {
+                    d: v
+                    for d in DEGRADATIONS
+                    if d not in present and (v := float(np.mean([r["pred"][d] >= PRESENT for r in sub]))) > 0
+                },
+            }
         results["mixed"] = {
             "n": len(mixed),
             "presence": pres,
@@ -331,6 +349,7 @@ def evaluate(policy: Any, items: Sequence[tuple[Path, dict]], progress: bool = T
             "presence_acc_min": float(min(accs)) if accs else None,
             "set_exact": float(np.mean([_set_exact(r) for r in mixed])),
             "groups": groups,
+            "combos": combos,
         }
     if singles:
         per: dict[str, Any] = {}
@@ -352,6 +371,19 @@ def evaluate(policy: Any, items: Sequence[tuple[Path, dict]], progress: bool = T
             "all_very_low_or_low": float(np.mean([all(r["pred"][d] < PRESENT for d in DEGRADATIONS) for r in clean])),
         }
     return results, errors, sample
+
+
+def _model_info(policy: Any) -> dict[str, Any] | None:
+    """Which fitted model was scored: the calibration JSON and its weights file's SHA-256 (analytic policy)."""
+    path = getattr(policy, "calibration_path", None)
+    if path is None:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {"calibration": str(path)}
+    w = doc.get("weights") if isinstance(doc, dict) else None
+    return {"calibration": str(path), "weights": w.get("file") if isinstance(w, dict) else None, "weights_sha256": w.get("sha256") if isinstance(w, dict) else None, "seed": doc.get("seed")}
 
 
 def _set_exact(r: Mapping[str, Any]) -> bool:
@@ -386,6 +418,12 @@ def format_tables(report: Mapping[str, Any]) -> str:
             lines.append(f"{d:15s} {_f(s['acc']):>6s} {_f(s['precision']):>6s} {_f(s['recall']):>6s} {s['tp']:5d} {s['fp']:5d} {s['fn']:5d} {s['tn']:5d}")
         lines.append(f"{'mean':15s} {_f(m['presence_acc_mean']):>6s}   (min {_f(m['presence_acc_min'])}); whole present-set right: {_f(m['set_exact'])}")
         lines.append("  " + "; ".join(f"group {g}: presence acc {_f(v['presence_acc_mean'])}, set right {_f(v['set_exact'])} (n={v['n']})" for g, v in m["groups"].items()))
+        if m.get("combos"):
+            lines.append("per combination: set right; recall of each present degradation; false 'present' rates")
+            for c, v in m["combos"].items():
+                rec = ", ".join(f"{d} {_f(r, '.2f')}" for d, r in v["recall"].items())
+                fp = ", ".join(f"{d} {r:.2f}" for d, r in v["false_present"].items())
+                lines.append(f"  {c:40s} n={v['n']:3d} set {_f(v['set_exact'], '.2f')} | recall {rec}" + (f" | FP {fp}" if fp else ""))
     s = res.get("singles")
     if s:
         lines.append(f"\nsingle degradations ({s['n']} images): exact level on each degradation's own images; confusion rows = true level")
@@ -461,6 +499,7 @@ def main_bench_perception(argv: Sequence[str]) -> int:
             "command": "agentir bench perception " + " ".join(shlex.quote(a) for a in argv),
             "data": [str(Path(d).resolve()) for d in args.data_dirs],
             "perception": args.perception,
+            "model": _model_info(policy),
             "split": split,
             "results": results,
             "errors": errors,

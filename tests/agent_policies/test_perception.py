@@ -198,3 +198,195 @@ def test_labels_from_test_set_parameters() -> None:
     assert label_from_params({"name": "dark", "variant": "linear", "max": 120}) == 4
     assert label_from_params({"name": "motion_blur", "radius": 10, "sigma": 3.0}) == 2
     assert label_from_params({"name": "rain", "applied": False}) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# motion features and the safetensors model files
+# --------------------------------------------------------------------------------------------
+
+
+EDGE_IMAGES = {
+    "1x1": np.full((1, 1, 3), 77, np.uint8),
+    "8x8-random": np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8),
+    "8x8-black": np.zeros((8, 8, 3), np.uint8),
+    "constant-white": np.full((64, 96, 3), 255, np.uint8),
+    "1x700": np.random.default_rng(3).integers(0, 256, (1, 700, 3), dtype=np.uint8),
+    "700x2": np.random.default_rng(4).integers(0, 256, (700, 2, 3), dtype=np.uint8),
+    "3x1000-constant": np.full((3, 1000, 3), 9, np.uint8),
+    "checkerboard": (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(EDGE_IMAGES))
+def test_motion_features_are_finite_on_edge_images(name: str) -> None:
+    """The motion group's raw values (before compute_features' non-finite guard) are finite on tiny, constant and extreme-aspect images."""
+    from agent_policies.perception.features import _GROUP_FUNCS, _Prepared, compute_features, feature_names
+
+    img = EDGE_IMAGES[name]
+    raw = _GROUP_FUNCS["motion"](_Prepared(img))
+    assert list(raw) == feature_names(("motion",)) and len(raw) == 16
+    assert all(isinstance(v, float) and np.isfinite(v) for v in raw.values()), raw
+    full = compute_features(img)
+    assert all(np.isfinite(v) for v in full.values())
+
+
+def test_motion_features_see_a_downscaled_line_blur() -> None:
+    """A 15 px one-sided motion blur followed by an x4 downscale leaves a directional Laplacian
+    correlation (max minus orthogonal, scale 1) well above that of the same image downscaled sharp."""
+    from agent_policies.perception.features import compute_features
+    from toolbox.degrade import apply_params, bicubic_resize
+
+    for seed, angle in ((0, 0.0), (1, 60.0), (2, -35.0)):
+        img = scene(seed, (320, 480))
+        blurred = apply_params(img, {"name": "motion_blur", "radius": 15, "sigma": 5.0, "angle": angle})
+        small_sharp = bicubic_resize(img, 0.25)
+        small_blur = bicubic_resize(blurred, 0.25)
+        f_sharp = compute_features(small_sharp, ("motion",))
+        f_blur = compute_features(small_blur, ("motion",))
+        assert f_blur["motion.ac1_max_minus_orth"] > f_sharp["motion.ac1_max_minus_orth"] + 0.1, (angle, f_sharp, f_blur)
+
+
+def test_shipped_model_is_small_safetensors_with_metadata_json() -> None:
+    """The shipped heads are a safetensors file under 1 MB; the JSON holds metadata only (no weight arrays) and names the file and its hash."""
+    from agent_policies.perception.analytic import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, WEIGHTS_NAME
+
+    assert DEFAULT_WEIGHTS.name == WEIGHTS_NAME and DEFAULT_WEIGHTS.stat().st_size < 1_000_000
+    doc = json.loads(DEFAULT_CALIBRATION.read_text())
+    assert doc["weights"]["file"] == WEIGHTS_NAME and len(doc["weights"]["sha256"]) == 64
+    assert DEFAULT_CALIBRATION.stat().st_size < 64_000
+    for m in doc["models"].values():
+        assert set(m) == {"groups", "features", "ks", "hidden", "presence_offset"}
+    assert "agentir train perception" in doc["command"]
+
+
+def _tiny_models(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    models = {}
+    for d in DEGRADATIONS:
+        feats = ["size.log_long", "size.log_short", "lum.v_mean"]
+        ks = [2] if d == "low_resolution" else [1, 2, 3, 4]
+        models[d] = {
+            "groups": ["size", "lum"],
+            "features": feats,
+            "ks": ks,
+            "hidden": 4,
+            "presence_offset": 0.5,
+            "_mean": rng.normal(size=3),
+            "_std": rng.uniform(0.5, 2.0, 3),
+            "_heads": [(rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=4), float(rng.normal())) for _ in ks],
+        }
+    return models
+
+
+def test_calibration_round_trip(tmp_path) -> None:  # noqa: ANN001
+    """write_calibration + load_calibration give back the same arrays and metadata; a policy loads the pair."""
+    from agent_policies.perception.analytic import load_calibration, write_calibration
+
+    models = _tiny_models()
+    js, st = tmp_path / "c.json", tmp_path / "c.safetensors"
+    write_calibration(js, st, {"seed": 5, "command": "agentir train perception --seed 5"}, models)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]  # no temp files left
+    payload, back = load_calibration(js)
+    assert payload["seed"] == 5 and payload["weights"]["file"] == "c.safetensors"
+    for d in DEGRADATIONS:
+        a, b = models[d], back[d]
+        assert (a["features"], a["ks"], a["hidden"], a["groups"]) == (b["features"], b["ks"], b["hidden"], b["groups"])
+        assert np.array_equal(a["_mean"], b["_mean"]) and np.array_equal(a["_std"], b["_std"])
+        for ha, hb in zip(a["_heads"], b["_heads"]):
+            assert all(np.array_equal(x, y) for x, y in zip(ha[:3], hb[:3])) and ha[3] == hb[3]
+    (p,) = AnalyticPerception(js).perceive([scene(0, (64, 64))])
+    assert set(p.levels) == set(DEGRADATIONS)
+
+
+def test_shipped_pair_copied_elsewhere_gives_the_same_answers(policy: AnalyticPerception, tmp_path) -> None:  # noqa: ANN001
+    """The JSON finds its weights file next to itself, wherever the pair is copied."""
+    import shutil
+
+    from agent_policies.perception.analytic import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS
+
+    shutil.copy(DEFAULT_CALIBRATION, tmp_path / DEFAULT_CALIBRATION.name)
+    shutil.copy(DEFAULT_WEIGHTS, tmp_path / DEFAULT_WEIGHTS.name)
+    imgs = [scene(3, (96, 128)), jpeg(scene(4, (96, 128)), 15)]
+    assert AnalyticPerception(tmp_path / DEFAULT_CALIBRATION.name).perceive(imgs) == policy.perceive(imgs)
+
+
+def test_missing_weights_file_names_it_and_the_command(tmp_path) -> None:  # noqa: ANN001
+    """A JSON whose safetensors file is gone raises CalibrationError naming that file and `agentir train perception`."""
+    from agent_policies.perception.analytic import write_calibration
+
+    js, st = tmp_path / "c.json", tmp_path / "heads.safetensors"
+    write_calibration(js, st, {}, _tiny_models())
+    st.unlink()
+    with pytest.raises(CalibrationError, match="agentir train perception") as info:
+        AnalyticPerception(js)
+    assert info.value.path == st and "heads.safetensors" in str(info.value) and "not found" in str(info.value)
+    with pytest.raises(CalibrationError, match="agentir train perception"):
+        AnalyticPerception(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other-training"])
+def test_corrupt_weights_file_is_reported(tmp_path, damage: str) -> None:  # noqa: ANN001
+    """Garbage, a truncated file or a valid file from another training raise CalibrationError naming the weights file."""
+    from agent_policies.perception.analytic import write_calibration
+
+    js, st = tmp_path / "c.json", tmp_path / "c.safetensors"
+    write_calibration(js, st, {}, _tiny_models())
+    if damage == "garbage":
+        st.write_bytes(b"\x00not safetensors at all" * 10)
+        match = "not a readable safetensors"
+    elif damage == "truncated":
+        st.write_bytes(st.read_bytes()[:-40])
+        match = "not a readable safetensors"
+    else:
+        write_calibration(tmp_path / "other.json", st, {}, _tiny_models(seed=1))
+        match = "SHA-256"
+    with pytest.raises(CalibrationError, match=match) as info:
+        AnalyticPerception(js)
+    assert info.value.path == st and "agentir train perception" in str(info.value)
+
+
+def test_old_json_with_inline_weights_is_refused(tmp_path) -> None:  # noqa: ANN001
+    """A version-1 JSON (weights inline, no weights file) is refused with the retrain command."""
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"version": 1, "models": {d: {"features": [], "mean": [], "std": [], "heads": []} for d in DEGRADATIONS}}))
+    with pytest.raises(CalibrationError, match="weights.*agentir train perception"):
+        AnalyticPerception(old)
+
+
+def test_written_files_are_world_readable(tmp_path) -> None:  # noqa: ANN001
+    """The atomic writer leaves ordinary file modes (not mkstemp's 0600), so shipped files stay readable."""
+    import os
+    import stat
+
+    from agent_policies.perception.analytic import write_calibration
+
+    old = os.umask(0o022)
+    try:
+        write_calibration(tmp_path / "c.json", tmp_path / "c.safetensors", {}, _tiny_models())
+    finally:
+        os.umask(old)
+    for name in ("c.json", "c.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_feature_cache_missing_groups() -> None:
+    """A feature cache written before a group existed is recognised as lacking exactly that group."""
+    from agent_policies.perception.calibrate import missing_groups
+    from agent_policies.perception.features import GROUPS, compute_features
+
+    img = scene(0, (64, 64))
+    full = {"fit": [{"features": compute_features(img)}]}
+    assert missing_groups(full) == []
+    old = {"fit": [{"features": compute_features(img, [g for g in GROUPS if g != "motion"])}]}
+    assert missing_groups(old) == ["motion"]
+
+
+def test_model_needing_unknown_features_is_refused(tmp_path) -> None:  # noqa: ANN001
+    """A model that reads a feature this code does not compute (a model from another version) is refused at load time."""
+    from agent_policies.perception.analytic import write_calibration
+
+    models = _tiny_models()
+    models["rain"]["features"] = ["size.log_long", "size.log_short", "lum.no_such_feature"]
+    write_calibration(tmp_path / "c.json", tmp_path / "c.safetensors", {}, models)
+    with pytest.raises(CalibrationError, match="lum.no_such_feature.*agentir train perception"):
+        AnalyticPerception(tmp_path / "c.json")

@@ -58,6 +58,11 @@ def test_held_out_split_drops_fit_images_and_reports_all_tables(data: dict[str, 
         cm = res["singles"]["per_degradation"][d]["confusion"]
         assert len(cm) == 5 and all(len(row) == 5 for row in cm) and sum(map(sum, cm)) == 32
         assert res["singles"]["per_degradation"][d]["n_own"] == 4
+    combos = res["mixed"]["combos"]
+    assert sum(v["n"] for v in combos.values()) == 16 and "motion_blur+low_resolution" in combos
+    assert set(combos["motion_blur+low_resolution"]["recall"]) <= {"motion_blur", "low_resolution"}
+    assert "per combination" in captured.out
+    assert report["model"]["calibration"].endswith("analytic_calibration.json") and len(report["model"]["weights_sha256"]) == 64
     assert "low_resolution" in captured.out and "confusion" in captured.out and "clean references" in captured.out
     assert "INCLUDES FIT IMAGES" not in captured.out
 

@@ -74,6 +74,8 @@ _SPECS: tuple[tuple[str, str, int, str, str, dict[str, Any], tuple[str, ...], st
     ("wiener_motion_deblur_soft", "motion_blur", 1, "deblur", "WienerMotionDeblur",
      {"reg": 5e-3, "noise_weight": 300.0}, ("blind", "mild"),
      "as wiener_motion_deblur with 5x more regularisation (noisy inputs, less ringing)"),
+    ("rl_motion_deblur", "motion_blur", 1, "deblur", "RLMotionDeblur", {"iterations": 30}, ("blind", "mild"),
+     "the same blind kernel estimate, 30 Richardson-Lucy iterations (15 on noisy inputs): no inverse-filter ringing"),
     # defocus blur
     ("wiener_defocus_deblur", "defocus_blur", 1, "deblur", "WienerDefocusDeblur", {"reg": 5e-4}, ("blind",),
      "spectrum-fitted disk radius and gradient-regularised Wiener deconvolution"),
@@ -99,7 +101,7 @@ _SPECS: tuple[tuple[str, str, int, str, str, dict[str, Any], tuple[str, ...], st
 GLOBAL_TOOLS: frozenset[str] = frozenset({
     "hsv_brighten", "gamma_brighten", "stretch_brighten", "clahe_brighten",
     "dcp_dehaze", "dcp_dehaze_strong", "stretch_dehaze",
-    "wiener_motion_deblur", "wiener_motion_deblur_soft",
+    "wiener_motion_deblur", "wiener_motion_deblur_soft", "rl_motion_deblur",
     "wiener_defocus_deblur", "wiener_defocus_deblur_soft", "wiener_defocus_deblur_r3",
     "dct_dejpeg", "dct_dejpeg_strong",
     "streak_derain", "streak_derain_mild",

@@ -5,19 +5,30 @@
     synthesises the severity-level and benchmark-combination images of ``BENCHMARK.md`` from the
     clean images in ``--data`` (``CBSD68/``, ``McMaster/``, ``Set5/``; fit on McMaster + Set5 + the
     first 34 CBSD68 images sorted by name, the last 34 held out), computes the analytic features,
-    fits the per-degradation heads and writes the calibration JSON (default: the shipped
-    ``agent_policies/perception/analytic_calibration.json``, so a refit with the default seed
-    reproduces it) with the held-out accuracy in it. Deterministic for a given ``--seed`` and data.
-    ``--cache FILE`` keeps the synthesised features: when the file exists the synthesis (the
-    longer half) is skipped; otherwise it is written for the next run. On two shared CPU cores:
+    fits the per-degradation heads and writes, each atomically, the heads' arrays as safetensors
+    and the metadata JSON (default: the shipped ``agent_policies/perception/analytic_heads.safetensors``
+    and ``analytic_calibration.json``, so a refit with the default seed reproduces them; a custom
+    ``--out X.json`` writes ``X.safetensors`` next to it) with the held-out accuracy in the JSON.
+    Deterministic for a given ``--seed`` and data. ``--cache FILE`` keeps the synthesised features:
+    when the file exists the synthesis (the longer half) is skipped, except for feature groups the
+    cache lacks, which are computed on a fresh synthesis of the same seed and added to it;
+    otherwise it is written for the next run. On two shared CPU cores:
     about 6-11 minutes of synthesis + features and 4-5 minutes of fitting.
 
-``agentir train tool NAME``
-    Learned restoration tools are not built yet (see the README's roadmap): exits 2 with that
-    message and does nothing.
+``agentir train tool NAME [--steps N] [--seed S] [--data DIR] [--out DIR] [--weights-out FILE] [--resume | --fresh] [--threads T]``
+    Trains the learned restoration tool ``NAME`` (``cnn_denoise``, ``cnn_dejpeg``, ``cnn_sr``,
+    ``cnn_motion_deblur``, ``allinone``, ``cnn_defocus_deblur``, ``cnn_derain``;
+    :mod:`toolbox.learned.train`): pairs synthesised with ``toolbox.degrade`` from the same fit
+    split (held-out CBSD68 half never trained on), Adam + cosine learning rate, L1 loss, seeded.
+    Checkpoints go to ``OUT/NAME/`` (default ``out/train``) every ``--ckpt-every`` steps and a
+    rerun continues them (``--fresh`` starts over); the final weights are written atomically to
+    ``--weights-out`` (default the shipped ``toolbox/weights/NAME.safetensors``) with the held-out
+    PSNR (medium and high severity, last 34 CBSD68 images) printed and stored in their metadata.
+    Each default run takes at most about 30 minutes on 2 CPU threads. An unknown ``NAME`` exits 2
+    with the list of trainable names.
 
-Exit codes: 0 trained; 1 training failed (missing data folder, a cache from another seed);
-2 usage error or not built yet.
+Exit codes: 0 trained; 1 training failed (missing data folder, a cache from another seed, a
+checkpoint from another run); 2 usage error (unknown tool name, bad option).
 """
 
 from __future__ import annotations
@@ -44,14 +55,16 @@ def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=prog, description="Reproduce agentir's learned components.")
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
-    p = sub.add_parser("perception", help="refit the built-in perception models (writes the calibration JSON)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"calibration JSON to write (default: the shipped {DEFAULT_OUT.name})")
+    p = sub.add_parser("perception", help="refit the built-in perception models (writes the calibration JSON and its safetensors heads)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"calibration JSON to write (default: the shipped {DEFAULT_OUT.name}); the heads go next to it as safetensors")
     p.add_argument("--seed", type=int, default=20250101, help="seed of the synthesis and the fit (default 20250101, the shipped one)")
-    p.add_argument("--cache", type=Path, default=None, metavar="FILE", help="feature cache: read when it exists (skips the synthesis), else written")
+    p.add_argument("--cache", type=Path, default=None, metavar="FILE", help="feature cache: read when it exists (skips the synthesis; feature groups it lacks are added), else written")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with CBSD68/, McMaster/, Set5/ (default {DEFAULT_DATA})")
     p.add_argument("--workers", type=int, default=2, help="processes for the synthesis (default 2)")
-    t = sub.add_parser("tool", help="train a learned restoration tool (not built yet)")
-    t.add_argument("name", metavar="NAME")
+    from toolbox.learned.train import build_parser as tool_parser
+
+    t = sub.add_parser("tool", help="train a learned restoration tool (writes toolbox/weights/NAME.safetensors)")
+    tool_parser(t)
     return parser
 
 
@@ -60,8 +73,9 @@ def main_train(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.what == "tool":
-        _err(f"error: learned tools are not built yet (see the README's roadmap); nothing was trained for {args.name!r}. The classical tools are listed by `agentir tools`.")
-        return EXIT_USAGE
+        from toolbox.learned.train import main as train_tool
+
+        return train_tool(args=args)
     from agent_policies.perception import calibrate
 
     if args.workers < 1:
@@ -90,5 +104,5 @@ def main_train(argv: Sequence[str]) -> int:
     except (FileNotFoundError, ValueError, OSError) as exc:
         _err(f"error: {exc}")
         return EXIT_FAILED
-    _err(f"trained perception in {time.perf_counter() - t0:.0f} s; wrote {args.out}")
+    _err(f"trained perception in {time.perf_counter() - t0:.0f} s; wrote {args.out} and {calibrate.default_weights_path(args.out)}")
     return EXIT_OK if rc == 0 else EXIT_FAILED

@@ -147,10 +147,11 @@ def test_presence_and_confusion_arithmetic() -> None:
     assert cs["exact"] == pytest.approx(2 / 3) and cs["within_one"] == 1.0 and cs["exact_all"] == 0.5
 
 
-def test_train_tool_is_not_built(capsys: pytest.CaptureFixture[str]) -> None:
-    """`agentir train tool NAME` says learned tools are not built yet and exits 2."""
+def test_train_tool_with_an_unknown_name_lists_the_trainable_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    """`agentir train tool NAME` for a name with no recipe exits 2 and lists what can be trained."""
     assert main_train(["tool", "swinir"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "swinir" in err and "cnn_sr" in err
 
 
 def test_train_perception_forwards_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -76,10 +76,10 @@ def test_missing_input_and_unknown_policy_are_one_line_errors(tmp_path):
     assert proc.returncode == 2 and "did you mean rules" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_not_built_commands_say_so(tmp_path):
-    """Commands on the roadmap but not built yet fail with a clear message, not a stub result."""
+def test_training_a_tool_without_a_recipe_says_so(tmp_path):
+    """`agentir train tool` on a classical tool (no training recipe) fails with the trainable names, not a stub result."""
     proc = agentir("train", "tool", "dct_denoise", cwd=tmp_path)
-    assert proc.returncode == 2 and "not built yet" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "no training recipe" in proc.stderr and "cnn_denoise" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_plugin_file_is_a_one_line_error(tmp_path):

@@ -122,3 +122,5 @@ for _name, _deg, _scale, _module, _cls, _kwargs, _tags, _desc in _SPECS:
         ),
         _lazy(_module, _cls, name=_name, **_kwargs),
     )
+
+import toolbox.learned  # noqa: E402,F401 - learned tools register after the classical ones

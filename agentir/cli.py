@@ -169,6 +169,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
     import toolbox.tools  # noqa: F401 - registers the built-in tools
     from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
     from toolbox.base import TOOL_INFO
+    from toolbox.costs import tool_cost
     from toolbox.vocab import DEGRADATIONS, SUBTASKS
 
     for d in DEGRADATIONS:
@@ -176,7 +177,9 @@ def cmd_tools(args: argparse.Namespace) -> int:
         for info in TOOL_INFO.values():
             if info.degradation == d:
                 manual = " (manual: not tried by the agent unless named)" if "manual" in info.tags else ""
-                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {info.description}{manual}")
+                cost = tool_cost(info.name)
+                cost_text = f"{cost:6.2f} s/MP" if cost is not None else "   ? s/MP"
+                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {cost_text}  {info.description}{manual}")
     print(f"perception policies: {', '.join(PERCEPTION.names())}")
     print(f"planning policies:   {', '.join(PLANNING.names())}")
     print(f"reflection policies: {', '.join(REFLECTION.names())}")

@@ -286,7 +286,10 @@ class ExperiencePlanner(BasePlanner):
             return tools
         level = str(context.levels.get(subtask, "high"))
         scores = self.tool_scores(subtask, level, tools)
-        return sorted(tools, key=lambda t: -scores[t])  # stable: registry order breaks ties
+        from toolbox.costs import tool_cost
+
+        # Equal utility: the cheaper tool first (measured s/MP), then registry order (stable sort).
+        return sorted(tools, key=lambda t: (-round(scores[t], 9), tool_cost(t) if tool_cost(t) is not None else float("inf")))
 
     # ---------------------------------------------------------------- learning
     def observe_step(self, subtask: str, level: str, tool: str, success: bool) -> None:

@@ -375,6 +375,7 @@ def build_parser(prog: str = "agentir bench tools") -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default DATA/bench/tools)")
     p.add_argument("--plugins", default=None, metavar="FILE", help="also measure the plug-in tools of this TOML file (those of $AGENTIR_PLUGINS are always included)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch / OpenCV threads while timing (default 1)")
+    p.add_argument("--costs-out", default=None, metavar="FILE", help="also write the measured seconds per megapixel as a tool costs file (the shipped one: toolbox/tool_costs.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -416,6 +417,10 @@ def main_bench_tools(argv: Sequence[str]) -> int:
     result["command"] = "agentir bench tools " + " ".join(shlex.quote(a) for a in argv)
     try:
         pj, pm = write_results(result, out)
+        if args.costs_out:
+            from toolbox.costs import costs_document
+
+            write_text_atomic(args.costs_out, json.dumps(costs_document(result["cost_per_mp"], command=result["command"], threads=args.threads), indent=1) + "\n")
     except OSError as exc:
         _err(f"error: cannot write results to {out}: {exc}")
         return EXIT_FAILED

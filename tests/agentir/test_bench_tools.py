@@ -41,7 +41,7 @@ def test_bench_tools_cli_writes_json_markdown_and_costs(levels_bench: Path, tmp_
     plugins.write_text('[[tool]]\nname = "bt_gamma"\ndegradation = "dark"\nscale = 1\npath = "gamma.pt"\n', encoding="utf-8")
     out = tmp_path / "out"
     try:
-        code = main_bench_tools([str(levels_bench), "--degradations", "dark", "--plugins", str(plugins), "--out", str(out), "-q"])
+        code = main_bench_tools([str(levels_bench), "--degradations", "dark", "--plugins", str(plugins), "--out", str(out), "--costs-out", str(tmp_path / "costs.json"), "-q"])
     finally:
         unload_plugins(["bt_gamma"])
     assert code == 0
@@ -51,6 +51,9 @@ def test_bench_tools_cli_writes_json_markdown_and_costs(levels_bench: Path, tmp_
     assert {r["level"] for r in data["rows"]} == {"medium", "high"}
     assert all(r["n"] == 2 and r["s_per_mp"] > 0 for r in data["rows"])
     assert set(read_costs(out / "tools.json")) == names and data["tools"]["bt_gamma"]["kind"] == "plugin"
+    from toolbox.costs import load_costs
+
+    assert load_costs(tmp_path / "costs.json") == pytest.approx(read_costs(out / "tools.json"), abs=1e-4)
     # The classifier-driven brightener undoes synthetic darkening better than nothing at high severity.
     best = max(r["psnr_gain"] for r in data["rows"] if r["level"] == "high")
     assert best > 1.0

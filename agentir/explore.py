@@ -53,11 +53,10 @@ def _err(text: str) -> None:
 def training_images(data: Path) -> tuple[list[Path], str]:
     """The images exploration may use, and how they were chosen."""
     from agentir.datasets import list_images
+    from toolbox.splits import FOLDERS, split_images
 
-    if all((data / sub).is_dir() for sub in ("CBSD68", "McMaster", "Set5")):
-        cbsd = list_images(data / "CBSD68")
-        fit = list_images(data / "McMaster") + list_images(data / "Set5") + cbsd[: len(cbsd) // 2]
-        return fit, "training split: McMaster + Set5 + first half of CBSD68 by name"
+    if all((data / sub).is_dir() for sub in FOLDERS):
+        return split_images(data)[0], "training split: McMaster + Set5 + first half of CBSD68 by name"
     return list_images(data), "every image of the folder"
 
 

@@ -49,6 +49,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from agent_policies.perception.features import GROUPS, compute_features, feature_names
+from toolbox.splits import split_images  # noqa: F401 - re-exported (the split perception is fitted on)
 from toolbox.vocab import DEGRADATIONS, LEVELS
 
 DEFAULT_OUT = Path(__file__).with_name("analytic_calibration.json")
@@ -116,17 +117,6 @@ def label_from_params(p: dict) -> int:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-
-
-def split_images(root: Path) -> tuple[list[Path], list[Path]]:
-    """Return (fit, held-out) image paths; raises ``FileNotFoundError`` when a folder is missing."""
-    for sub in ("CBSD68", "McMaster", "Set5"):
-        if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root / sub} not found; pass --data pointing at the clean image folders")
-    cbsd = sorted((root / "CBSD68").glob("*.png"))
-    half = len(cbsd) // 2
-    fit = sorted((root / "McMaster").glob("*.png")) + sorted((root / "Set5").glob("*.png")) + cbsd[:half]
-    return fit, cbsd[half:]
 
 
 def _load(path: Path) -> np.ndarray:

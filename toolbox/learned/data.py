@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from toolbox.degrade import crop_to_multiple, degrade_chain
+from toolbox.splits import split_images  # noqa: F401 - re-exported (the split the tools train on)
 
 __all__ = ["LEVELS", "MIX_DEGRADATIONS", "RECIPES", "PatchPool", "Recipe", "load_rgb", "split_images", "synthesise"]
 
@@ -86,24 +87,6 @@ RECIPES: dict[str, Recipe] = {
                description="residual U-Net at half resolution trained on synthetic rain streaks"),
     )
 }
-
-
-def split_images(root: Path) -> tuple[list[Path], list[Path]]:
-    """``(fit, held_out)`` clean image paths under ``root`` (``CBSD68/``, ``McMaster/``, ``Set5/``).
-
-    Raises:
-        FileNotFoundError: a folder is missing or holds no PNG.
-    """
-    root = Path(root)
-    for sub in ("CBSD68", "McMaster", "Set5"):
-        if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root / sub} not found; pass --data pointing at the clean image folders (CBSD68/, McMaster/, Set5/)")
-    cbsd = sorted((root / "CBSD68").glob("*.png"))
-    half = len(cbsd) // 2
-    fit = sorted((root / "McMaster").glob("*.png")) + sorted((root / "Set5").glob("*.png")) + cbsd[:half]
-    if not fit or not cbsd[half:]:
-        raise FileNotFoundError(f"no training or held-out PNG images under {root}")
-    return fit, cbsd[half:]
 
 
 def load_rgb(path: Path) -> np.ndarray:

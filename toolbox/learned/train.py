@@ -170,7 +170,7 @@ def train(
     steps = recipe.steps if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    fit_paths, held_paths = split_images(data)
+    fit_paths, held_paths = split_images(data, require_both=True)
     run_dir = Path(out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"

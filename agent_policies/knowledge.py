@@ -28,7 +28,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,21 +404,42 @@ class Knowledge:
             wins, n = 0.0, 0.0
         return (wins + PRIOR_WEIGHT * prior) / (n + PRIOR_WEIGHT)
 
-    def order_score(self, order: Sequence[str]) -> float:
+    def order_score(self, order: Sequence[str], p_before: Callable[[str, str], float] | None = None) -> float:
         """Sum of log P(earlier before later) over every pair of the order (higher is better)."""
-        return sum(math.log(max(1e-9, self.p_before(a, b))) for a, b in itertools.combinations(order, 2))
+        p = p_before or self.p_before
+        return sum(math.log(max(1e-9, p(a, b))) for a, b in itertools.combinations(order, 2))
 
-    def order(self, subtasks: Sequence[str], *, tie_break: Mapping[str, int] | None = None) -> list[str]:
-        """The most probable order of ``subtasks`` (exhaustive up to 7, by strength beyond)."""
+    def best_order(
+        self,
+        subtasks: Sequence[str],
+        *,
+        tie_break: Mapping[str, int] | None = None,
+        not_first: Collection[str] = (),
+        p_before: Callable[[str, str], float] | None = None,
+    ) -> list[str] | None:
+        """The most probable order of ``subtasks`` not starting with one of ``not_first`` (None when
+        every subtask is excluded). Exhaustive up to 7 subtasks, by precedence strength beyond.
+        ``p_before`` replaces :meth:`p_before` (the experience planner adds online evidence)."""
         tb = tie_break or {}
         names = sorted(dict.fromkeys(subtasks), key=lambda d: (tb.get(d, 0), d))
         if len(names) > 7:
-            return sorted(names, key=lambda d: -self.precedence.get(d, 0.0))  # stable: ties keep the tie-break order
-        best, best_score = names, -math.inf
-        for order in itertools.permutations(names):  # lexicographic in the tie-break order: the first of equals wins
-            score = round(self.order_score(order), 9)
+            ranked = sorted(names, key=lambda d: -self.precedence.get(d, 0.0))  # stable: ties keep the tie-break order
+            allowed = [d for d in ranked if d not in not_first]
+            return None if not allowed else [allowed[0], *(d for d in ranked if d != allowed[0])]
+        best: list[str] | None = None
+        best_score = -math.inf
+        for perm in itertools.permutations(names):  # lexicographic in the tie-break order: the first of equals wins
+            if perm[0] in not_first:
+                continue
+            score = round(self.order_score(perm, p_before), 9)
             if score > best_score:
-                best, best_score = list(order), score
+                best, best_score = list(perm), score
+        return best
+
+    def order(self, subtasks: Sequence[str], *, tie_break: Mapping[str, int] | None = None) -> list[str]:
+        """The most probable order of ``subtasks`` (see :meth:`best_order`)."""
+        best = self.best_order(subtasks, tie_break=tie_break)
+        assert best is not None  # nothing is excluded
         return best
 
     # ---------------------------------------------------------------- tools

@@ -89,10 +89,6 @@ class OnlineExperience:
             s, n = self._entries.get(key, (0.0, 0.0))
             return float(s), float(n)
 
-    def total(self, prefix: str) -> float:
-        with self._lock:
-            return sum(v[1] for k, v in self._entries.items() if k.startswith(prefix))
-
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -231,23 +227,8 @@ class ExperiencePlanner(BasePlanner):
         return (weight * p + votes_for) / (weight + votes)
 
     def _best_order(self, subtasks: Sequence[str], not_first: Collection[str] = ()) -> list[str] | None:
-        import itertools
-
-        names = sorted(dict.fromkeys(subtasks), key=lambda d: (RANK.get(d, 99), d))
-        if len(names) > 7:  # too many to enumerate: by strength, rules for ties
-            assert self.knowledge is not None
-            order = sorted(names, key=lambda d: -self.knowledge.precedence.get(d, 0.0))  # type: ignore[union-attr]
-            allowed = [d for d in order if d not in not_first]
-            return None if not allowed else [allowed[0], *(d for d in order if d != allowed[0])]
-        best: list[str] | None = None
-        best_score = -math.inf
-        for perm in itertools.permutations(names):
-            if perm[0] in not_first:
-                continue
-            score = round(sum(math.log(max(1e-9, self._p_before(a, b))) for a, b in itertools.combinations(perm, 2)), 9)
-            if score > best_score:
-                best, best_score = list(perm), score
-        return best
+        assert self.knowledge is not None
+        return self.knowledge.best_order(subtasks, tie_break=RANK, not_first=not_first, p_before=self._p_before)
 
     def plan(self, subtasks: Sequence[str], context: PlanContext) -> list[str]:
         if self.knowledge is None:
@@ -304,8 +285,3 @@ class ExperiencePlanner(BasePlanner):
 
     def flush(self) -> None:
         self.online.flush()
-
-
-def describe_knowledge(planner: ExperiencePlanner, subtasks: Sequence[str] | None = None) -> str:
-    """The planner's knowledge as prose (empty when it has none)."""
-    return "" if planner.knowledge is None else planner.knowledge.describe(subtasks)

@@ -135,18 +135,9 @@ def _perception() -> Any:
 
 
 def _run_tool(name: str, img: np.ndarray) -> np.ndarray:
-    import torch
+    from toolbox.base import TOOLS, run_on_rgb
 
-    from toolbox.base import TOOLS
-
-    tool = TOOLS.get(name)
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    with torch.inference_mode():
-        y = tool(x)
-    out = y[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    if not np.isfinite(y.numpy()).all():
-        raise ValueError(f"tool {name!r} returned non-finite values")
-    return out
+    return run_on_rgb(TOOLS.get(name), img)
 
 
 def _node(img: np.ndarray, ref: np.ndarray, path: list[list[str]], seconds: float) -> dict[str, Any]:

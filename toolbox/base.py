@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from toolbox.registry import Registry
@@ -83,6 +84,24 @@ def tools_for(degradation: str, *, include_manual: bool = False) -> list[str]:
         for name, info in TOOL_INFO.items()
         if info.degradation == degradation and (include_manual or "manual" not in info.tags)
     ]
+
+
+def run_on_rgb(tool: Tool, rgb: np.ndarray) -> np.ndarray:
+    """Run ``tool`` on one RGB ``uint8`` ``H x W x 3`` image outside the actors; returns ``uint8``.
+
+    For offline work on whole images (self-exploration, one-tool benchmark policies): ``/255``
+    in, clamp to [0, 1], ``x255`` and round out. The Executor does its own conversions with the
+    Triton kernels (batches, tiles, devices).
+
+    Raises:
+        ToolError: the tool returned NaN or infinite values (or raised it itself).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    with torch.inference_mode():
+        y = tool(x)
+    if not bool(torch.isfinite(y).all()):
+        raise ToolError(tool.name, "returned non-finite values")
+    return y[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 def check_batch(name: str, batch: torch.Tensor) -> None:

@@ -530,20 +530,14 @@ class ToolRestorer:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def _run(self, image: np.ndarray) -> np.ndarray:
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        with torch.inference_mode():
-            y = self.tool(x)
-        return y[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
     async def restore(self, image: np.ndarray, *, options: Mapping[str, Any] | None = None, job: str = "") -> Any:
         from types import SimpleNamespace
 
+        from toolbox.base import run_on_rgb
+
         t0 = time.perf_counter()
         async with self._lock:  # one call at a time: the tool uses every thread it is given
-            out = await anyio.to_thread.run_sync(self._run, image)
+            out = await anyio.to_thread.run_sync(run_on_rgb, self.tool, image)
         seconds = time.perf_counter() - t0
         trace = {"plan": [self.name], "done": [self.name], "tool_calls": 1, "rollbacks": 0, "seconds": round(seconds, 4), "status": "success", "steps": [{"tool": self.name, "seconds": round(seconds, 4)}]}
         return SimpleNamespace(image=out, trace=trace)

@@ -239,13 +239,18 @@ async def test_batches_are_filled_round_robin_across_jobs(tools):
         await step(bus, blobs, "many", many, Gate.name)
         with anyio.fail_after(20):
             await anyio.to_thread.run_sync(Gate.entered.wait)
+            # One at a time: the Executor prepares steps concurrently, so the smaller "few2"
+            # could otherwise be queued before "few" and lead the next batch with its own shape.
             await step(bus, blobs, "few", np.full((128, 128, 3), 200, np.uint8), Gate.name)
-            await step(bus, blobs, "few2", few, Gate.name)
             await ex.event("few").wait()
+            await step(bus, blobs, "few2", few, Gate.name)
+            await ex.event("few2").wait()
             Gate.release.set()
             await collect(reflect, {"many", "few", "few2"})
-    # First batch: two tiles of "many"; the next one mixes "few" (200) with "many" (10).
+    # First batch: two tiles of "many"; the next one mixes "few" (200) with "many" (10); then
+    # "few2" leads (never served) and goes alone, since its 100x100 shape matches no other unit.
     assert Gate.seen[0] == [10, 10] and sorted(Gate.seen[1]) == [10, 200]
+    assert Gate.seen[2] == [200]
 
 
 async def test_cancel_drops_a_jobs_queued_units_and_publishes_nothing_for_it(tools):

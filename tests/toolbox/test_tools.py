@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import toolbox.tools
-from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, tools_for
+from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, run_on_rgb, tools_for
 from toolbox.degrade import apply_params, bicubic_resize
 from toolbox.tools.brighten import classify_darkening
 from toolbox.tools.deblur import estimate_defocus, estimate_motion
@@ -195,6 +195,23 @@ def test_darkening_variant_is_recognised(params, variant):
     img = _photo("rocket")
     dark = apply_params(img, {"name": "dark", "applied": True, **params})
     assert classify_darkening(dark.astype(np.float32) / 255.0)[0] == variant
+
+
+@pytest.mark.parametrize(("params", "variant"), [({"variant": "shift", "shift": 50}, "shift"), ({"variant": "linear", "max": 150}, "linear")])
+def test_darkening_variant_survives_later_noise(params, variant):
+    """A shift's clipped pile at black is still told from a rescale once noise spreads it."""
+    img = _photo("coffee")
+    dark = apply_params(img, {"name": "dark", "applied": True, **params}).astype(np.float64)
+    noisy = np.clip(dark + np.random.default_rng(0).normal(0.0, 3.0, dark.shape), 0, 255).round()
+    assert classify_darkening(noisy.astype(np.float32) / 255.0)[0] == variant
+
+
+def test_gamma_darkening_is_undone_towards_a_well_exposed_mean():
+    """hsv_brighten inverts a gamma darkening (top end intact) and lands near the clean image."""
+    img = _photo("rocket")
+    dark = apply_params(img, {"name": "dark", "applied": True, "variant": "gamma", "gamma": 0.6})
+    out = run_on_rgb(TOOLS.get("hsv_brighten"), dark)
+    assert _psnr(out, img) > _psnr(dark, img) + 3.0
 
 
 # --- quality: the first (best-first) tool of each degradation raises PSNR --------------------

@@ -18,6 +18,11 @@ from toolbox.tools._common import NumpyTool
 _TARGET_HI = 0.97
 #: Mean V of a well-exposed image (CBSD68 median ~0.47).
 _TARGET_MEAN = 0.45
+#: The very top of V of an image whose top end was not lowered (shifts and rescales of the
+#: benchmark end at or below 240/255 = 0.94).
+_INTACT_TOP = 0.95
+#: A shift's clipped pile: near-black pixels outnumber those just above by this factor.
+_PILE_RATIO = 1.5
 
 
 def _value(img: np.ndarray) -> np.ndarray:
@@ -59,23 +64,33 @@ def _gamma_for_mean(v: np.ndarray, target: float) -> float:
 def classify_darkening(img: np.ndarray) -> tuple[str, float]:
     """Guess how an ``H x W x 3`` image in ``[0, 1]`` was darkened: ``(variant, parameter)``.
 
-    ``("shift", k)`` (many clipped blacks, top end lowered), ``("linear", hi)`` (top end
-    lowered, no clipping), ``("gamma", g)`` (top end intact, mean low) or ``("none", 0)``.
+    * The very top of V (99.95th percentile after a 3x3 median) still near white: the top end
+      is intact, so a ``("gamma", g)`` (``g`` brings the mean V to 0.45) or ``("none", 0)``.
+    * Otherwise the top end was lowered, by a shift or a linear rescale. A shift clips every
+      value below it to 0, so near-black pixels (``V`` up to 5 of 255, allowing for later
+      noise) outnumber those just above (6..11) by far; a rescale maps only the darkest pixels to 0 and keeps
+      the histogram continuous there; an image with no black at all was not rescaled (a rescale
+      always reaches 0). ``("shift", k)`` gives the amount to add back, ``("linear", hi)`` the
+      robust top to stretch to ~0.97.
     """
     v = _value(img)
-    hi = _robust_hi(v)
-    zero_frac = float(np.mean(v <= 1.0 / 255))
-    if hi < 0.92:
-        if zero_frac > 0.003 and hi > 0.6:
-            return "shift", max(0.0, _TARGET_HI - hi)
-        return "linear", hi
-    g = _gamma_for_mean(v, _TARGET_MEAN)
-    return ("gamma", g) if g < 0.95 else ("none", 0.0)
+    vm = cv2.medianBlur(np.ascontiguousarray(v, dtype=np.float32), 3)
+    top = float(np.percentile(vm, 99.95))
+    if top >= _INTACT_TOP:
+        g = _gamma_for_mean(v, _TARGET_MEAN)
+        return ("gamma", g) if g < 0.95 else ("none", 0.0)
+    hi = float(np.percentile(vm, 99.5))
+    black = float(np.mean(v <= 5.5 / 255))  # a clipped pile at 0, spread by any later noise
+    above = float(np.mean((v > 5.5 / 255) & (v <= 11.5 / 255)))
+    if hi > 0.6 and ((black > 0.003 and black > _PILE_RATIO * above) or float(np.percentile(v, 0.01)) > 2.5 / 255):
+        return "shift", max(0.0, _TARGET_HI - hi)
+    return "linear", hi
 
 
 class HSVBrighten(NumpyTool):
-    """Model-based inversion on V: undo a shift or a linear rescale (the top end of V comes back
-    to ~0.97), then, if the image is still dark on average, a gamma towards a mean V of 0.45.
+    """Model-based inversion on V (see :func:`classify_darkening`): undo a shift or a linear
+    rescale (the top end of V comes back to ~0.97), then, if the image is still dark on average,
+    a gamma towards a mean V of 0.45; undo a gamma directly towards that mean.
 
     Args:
         name: registry name.
@@ -95,10 +110,12 @@ class HSVBrighten(NumpyTool):
             v_new = np.where(v > 0.5 / 255, v + param, 0.5 * param)
         elif variant == "linear":
             v_new = v * min(_TARGET_HI / max(param, 1e-3), 4.0)
+        elif variant == "gamma":
+            v_new = np.power(v, param)
         else:
             v_new = v
         v_new = np.clip(v_new, 0.0, 1.0)
-        if float(v_new.mean()) < self.dark_mean:
+        if variant != "gamma" and float(v_new.mean()) < self.dark_mean:
             v_new = np.power(v_new, _gamma_for_mean(v_new, _TARGET_MEAN))
         return _apply_value(img, v, v_new)
 

@@ -20,6 +20,8 @@ tool                   degradation       scale  trained on
 =====================  ================  =====  ================================================
 
 ``allinone`` is tagged ``manual`` (and ``allinone``): the agent does not choose it by default.
+``fusion_denoise`` (:mod:`toolbox.learned.fusion`) blends a self-ensemble of ``cnn_denoise``
+with ``dct_denoise``; it has no weights of its own and is registered wherever ``cnn_denoise`` is.
 """
 
 from __future__ import annotations
@@ -159,4 +161,23 @@ for _name in LEARNED_TOOLS:
     register_tool(
         ToolInfo(name=_name, degradation=_deg, scale=_scale, kind="learned", description=_description(_name), tags=_tags),
         _factory(_name, _deg, _scale),
+    )
+
+if "cnn_denoise" in LEARNED_TOOLS:
+
+    from toolbox.learned.fusion import FUSION_WEIGHT, FusionDenoise
+
+    def _fusion() -> Any:
+        return FusionDenoise()
+
+    register_tool(
+        ToolInfo(
+            name="fusion_denoise",
+            degradation="noise",
+            scale=1,
+            kind="learned",
+            description=f"{FUSION_WEIGHT:g} x cnn_denoise self-ensembled over 8 flips/turns + {1 - FUSION_WEIGHT:g} x dct_denoise (slow, strongest)",
+            tags=("ensemble", "strong", "slow"),
+        ),
+        _fusion,
     )

@@ -116,3 +116,26 @@ def test_the_documented_command_reproduces_the_shipped_knowledge(tmp_path: Path)
     out = tmp_path / "knowledge.json"
     assert main_explore([str(SHARED), "-o", str(out), "--per-combo", "8", "--workers", "2", "--no-progress"]) == 0
     assert out.read_bytes() == DEFAULT_KNOWLEDGE.read_bytes()
+
+
+def test_the_reflection_replay_script_cross_validates_on_records(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/reflection_on_exploration.py replays rules and orders on real records (2 folds)."""
+    import importlib.util
+    import re
+
+    out = tmp_path / "k" / "knowledge.json"
+    assert explore(data, out, "--per-combo", "2") == 0
+    path = Path(__file__).resolve().parents[2] / "scripts" / "reflection_on_exploration.py"
+    spec = importlib.util.spec_from_file_location("reflection_on_exploration", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    capsys.readouterr()
+    assert script.main([str(out.with_name("knowledge.json.records.jsonl"))]) == 0
+    text = capsys.readouterr().out
+    assert "2 explored images, 2-fold cross-validated knowledge" in text
+    db = {m[0].strip(): float(m[1]) for m in re.findall(r"^\s+(?:reflection|order) (.+?)\s+mean PSNR ([\d.]+) dB", text, re.M)}
+    assert set(db) >= {"first", "threshold", "first-success", "oracle", "knowledge", "fixed", "best order", "worst order"}
+    assert db["best order"] >= db["knowledge"] >= db["worst order"]
+    assert db["best order"] >= db["random (mean of orders)"] >= db["worst order"]
+    assert script.main([]) == 2

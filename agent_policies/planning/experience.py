@@ -9,8 +9,10 @@ It reads the knowledge file made by ``agentir explore`` (:mod:`agent_policies.kn
   the rule ranks.
 * **Re-plan** after a failure: the best order among those not starting with a subtask that
   already failed first at that node (the same knowledge, not just "move the next one forward").
-* **Tools**: tried in order of expected utility at the perceived severity, so that the first
-  tool usually succeeds (fewer calls than trying them in registry order).
+* **Tools**: tried in order of expected utility at the perceived severity (mostly the explored
+  PSNR gain, see :meth:`Knowledge.tool_utility`), so that the first tool is usually the one to
+  keep (fewer calls than trying them in registry order). A tool never explored (a new plug-in)
+  is expected to gain what the explored tools of its degradation gain on average.
 
 **Learning while serving** (:class:`OnlineExperience`): each judged tool output (success =
 perceived ``low`` or better) and each first step taken with other subtasks pending (a vote for
@@ -41,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError
+from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError, ToolStat
 from agent_policies.planning import BasePlanner, PlanContext
 from agent_policies.planning.rules import RANK
 
@@ -248,12 +250,18 @@ class ExperiencePlanner(BasePlanner):
         out: dict[str, float] = {}
         counts = {t: self.online.get(OnlineExperience.tool_key(subtask, level, t)) for t in tools}
         total = sum(n for _, n in counts.values()) + sum(min(PRIOR_CAP, s.calls) for t, s in stats.items() if t in tools)
+        # A tool never explored (a new plug-in) is expected to gain what the explored ones do on
+        # average; what it does while serving then scales that (see Knowledge.tool_utility).
+        explored_calls = sum(s.calls for s in stats.values())
+        prior_gain = sum(s.calls * s.mean_gain_db for s in stats.values()) / explored_calls if explored_calls else 0.0
         for t in tools:
             st = stats.get(t)
             s_on, n_on = counts[t]
-            if st is not None and st.calls > PRIOR_CAP:  # cap the explored evidence, keep its rate
+            if st is None and self.knowledge is not None:
+                st = ToolStat(t, 0.0, 0.0, prior_gain)
+            elif st is not None and st.calls > PRIOR_CAP:  # cap the explored evidence, keep its rate
                 f = PRIOR_CAP / st.calls
-                st = type(st)(st.tool, int(round(st.calls * f)), int(round(st.successes * f)), st.mean_gain_db)
+                st = ToolStat(st.tool, st.calls * f, st.successes * f, st.mean_gain_db)
             u = self.knowledge.tool_utility(st, extra_successes=s_on, extra_calls=n_on) if self.knowledge is not None else 0.5
             if self.online.learn:
                 n = (st.calls if st else 0) + n_on

@@ -111,3 +111,26 @@ def test_the_shipped_knowledge_loads_and_covers_group_a() -> None:
         seen = set(k.tool_stats(d, "high"))
         classical = {t for t in tools_for(d) if TOOL_INFO[t].kind == "classical"}
         assert classical <= seen, d
+
+
+def test_a_levels_few_calls_lean_on_the_tools_numbers_over_all_levels() -> None:
+    """Empirical-Bayes shrinkage: 2 calls at 'medium' barely move the pooled estimate, 200 dominate it."""
+    from agent_policies.knowledge import LEVEL_SHRINK
+
+    def with_medium(calls: int) -> Knowledge:
+        obj = distil([record("r", "rain", "haze", psnr_ab=25.0, psnr_ba=23.0)], {})
+        obj["tools"]["rain"] = {
+            "high": [{"tool": "t1", "calls": 40, "successes": 40, "mean_gain_db": 4.0}],
+            "medium": [{"tool": "t1", "calls": calls, "successes": 0, "mean_gain_db": -2.0}],
+        }
+        return Knowledge.from_json(obj)
+
+    pooled = lambda n: (40 * 4.0 + n * -2.0) / (40 + n)  # noqa: E731
+    few = with_medium(2).tool_stats("rain", "medium")["t1"]
+    many = with_medium(200).tool_stats("rain", "medium")["t1"]
+    assert few.calls == 2 + LEVEL_SHRINK and many.calls == 200 + LEVEL_SHRINK
+    assert few.mean_gain_db == pytest.approx((2 * -2.0 + LEVEL_SHRINK * pooled(2)) / (2 + LEVEL_SHRINK))
+    assert few.mean_gain_db > 2.0 > -1.0 > many.mean_gain_db
+    assert few.success_rate > 0.7 and many.success_rate < 0.2
+    # a level never seen: the pooled numbers as they are
+    assert with_medium(2).tool_stats("rain", "low")["t1"].mean_gain_db == pytest.approx(pooled(2))

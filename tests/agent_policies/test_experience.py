@@ -57,7 +57,9 @@ def test_tools_are_tried_by_expected_success() -> None:
     c = ctx(rain="high")
     order = p.tool_order("rain", c)
     assert order[0] == "t2"  # the tool that succeeded in exploration
-    assert order.index("t1") > 0 and set(order) == {"t1", "t2", "t3"}
+    # t3 was never explored (a new plug-in): expected to gain what t1 and t2 gain on average, so
+    # it goes before t1, which never succeeded and gained less
+    assert order == ["t2", "t3", "t1"]
 
 
 def test_missing_knowledge_falls_back_to_the_rules_and_says_so(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from agent_policies.search import Budget, Execute, Finish, Search
 from bus.base import Delivery
 from bus.messages import ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
 from toolbox.base import tools_for
+from toolbox.costs import affordable
 
 log = structlog.get_logger(__name__)
 
@@ -156,17 +157,29 @@ class Planner(Actor):
 
 
 def _tool_lister(options: dict[str, Any]):  # noqa: ANN202
-    """Tools per subtask, optionally restricted by the job's ``tools`` option ({subtask: [names]})."""
+    """Tools per subtask, optionally restricted by the job's ``tools`` option ({subtask: [names]})
+    and, among the registered ones, by its ``max_tool_cost`` option (seconds per megapixel)."""
     override = options.get("tools") or {}
     if not isinstance(override, dict):
         raise ValueError("job option 'tools' must map a subtask to a list of tool names")
+    max_cost = max_tool_cost(options)
 
     def lister(subtask: str) -> list[str]:
         if subtask in override:
             return [str(t) for t in override[subtask]]
-        return tools_for(subtask)
+        return affordable(tools_for(subtask), max_cost)
 
     return lister
+
+
+def max_tool_cost(options: dict[str, Any]) -> float | None:
+    """The job's ``max_tool_cost`` option, validated (a positive number of seconds per megapixel)."""
+    value = options.get("max_tool_cost")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"job option 'max_tool_cost' must be a positive number of seconds per megapixel, got {value!r}")
+    return float(value)
 
 
 def _given_subtasks(options: dict[str, Any]) -> list[str] | None:

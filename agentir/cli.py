@@ -50,6 +50,16 @@ def _err(text: str) -> None:
 
 
 # ----------------------------------------------------------------------------- restore
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def _summary(rel: Path, trace: dict[str, Any]) -> str:
     found = [f"{d}={lv}" for d, lv in trace.get("perception", {}).items() if lv in ("medium", "high", "very_high")]
     plan = " > ".join(trace.get("plan", [])) or "-"
@@ -78,6 +88,8 @@ async def _restore_all(args: argparse.Namespace) -> int:
             failed += 1
     out_dir = Path(args.output)
     options: dict[str, Any] = {"max_tool_calls": args.max_tool_calls}
+    if args.max_tool_cost is not None:
+        options["max_tool_cost"] = args.max_tool_cost
     if args.no_rollback:
         options["rollback"] = False
     if args.no_reflection:
@@ -219,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder; mirrors input paths, .png plus .trace.json")
     p.add_argument("--policy", default=None, help="planning policy (default: experience; also: rules, random, fixed, llm)")
     p.add_argument("--max-tool-calls", type=int, default=32, help="tool-call budget per image (default 32)")
+    p.add_argument(
+        "--max-tool-cost",
+        type=_positive_float,
+        default=None,
+        metavar="S_PER_MP",
+        help="skip tools measured slower than this many seconds per megapixel (`agentir tools` lists them), "
+        "e.g. 5 leaves out fusion_denoise and rl_motion_deblur; a subtask keeps at least its cheapest tool",
+    )
     p.add_argument("--no-rollback", action="store_true", help="ablation: never roll back a failed subtask")
     p.add_argument("--no-reflection", action="store_true", help="ablation: take each first tool output unjudged")
     p.add_argument("-j", "--jobs", type=int, default=2, help="images restored concurrently (default 2)")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["COSTS_FILE", "FORMAT", "costs_document", "load_costs", "tool_cost"]
+__all__ = ["COSTS_FILE", "FORMAT", "affordable", "costs_document", "load_costs", "tool_cost"]
 
 FORMAT = "agentir-tool-costs"
 COSTS_FILE = Path(__file__).with_name("tool_costs.json")
@@ -56,3 +56,17 @@ def _shipped() -> dict[str, float]:
 def tool_cost(name: str) -> float | None:
     """Measured seconds per output megapixel of ``name`` (shipped table), or None when unmeasured."""
     return _shipped().get(name)
+
+
+def affordable(tools: list[str], max_cost: float | None) -> list[str]:
+    """``tools`` without those measured slower than ``max_cost`` seconds per megapixel.
+
+    Unmeasured tools (plug-ins) stay. When every tool is too slow, the cheapest one stays, so a
+    subtask never loses all its tools to a speed limit. ``None`` keeps every tool.
+    """
+    if max_cost is None:
+        return list(tools)
+    kept = [t for t in tools if (c := tool_cost(t)) is None or c <= max_cost]
+    if kept or not tools:
+        return kept
+    return [min(tools, key=lambda t: tool_cost(t) or 0.0)]

@@ -41,7 +41,7 @@ from bus.blobs import MemoryBlobStore
 log = structlog.get_logger(__name__)
 
 #: Options a job may carry (validated before accept; see agent_policies.search.Budget and the planner).
-JOB_OPTIONS: tuple[str, ...] = ("max_tool_calls", "max_rollbacks", "max_seconds", "wave", "rollback", "keep_improved", "reflection", "tools", "subtasks")
+JOB_OPTIONS: tuple[str, ...] = ("max_tool_calls", "max_rollbacks", "max_seconds", "wave", "rollback", "keep_improved", "reflection", "tools", "subtasks", "max_tool_cost")
 
 #: Where routes find the :class:`Daemon` (``request.app[DAEMON]``).
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
@@ -87,6 +87,7 @@ def _name_error(exc: Exception) -> str:
 def validate_job(policy: str, options: Any) -> dict[str, Any]:
     """Check a job's planning policy and options before it is accepted; raises ApiError(422)."""
     import toolbox.tools  # noqa: F401 - registers the built-in tools
+    from actors.planner import max_tool_cost
     from agent_policies.registry import PLANNING, REFLECTION
     from agent_policies.search import Budget
     from toolbox.base import TOOL_INFO
@@ -106,6 +107,7 @@ def validate_job(policy: str, options: Any) -> dict[str, Any]:
         raise ApiError(422, f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(JOB_OPTIONS)}")
     try:
         Budget.from_options(options)
+        max_tool_cost(options)
         if "reflection" in options:
             REFLECTION.get(str(options["reflection"]))
         subtasks = options.get("subtasks")

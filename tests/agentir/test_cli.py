@@ -74,6 +74,8 @@ def test_missing_input_and_unknown_policy_are_one_line_errors(tmp_path):
     src = make_batch(tmp_path)
     proc = agentir("restore", str(src / "clean.png"), "-o", str(tmp_path / "o"), "--policy", "rulez", cwd=tmp_path)
     assert proc.returncode == 2 and "did you mean rules" in proc.stderr and "Traceback" not in proc.stderr
+    proc = agentir("restore", str(src / "clean.png"), "-o", str(tmp_path / "o"), "--max-tool-cost", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "--max-tool-cost: must be more than 0" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_training_a_tool_without_a_recipe_says_so(tmp_path):

@@ -173,6 +173,7 @@ def _png_bomb(side: int = 50_000) -> bytes:
         ("bad_options_json", 422),
         ("unknown_option", 422),
         ("bad_option_value", 422),
+        ("bad_tool_cost", 422),
     ],
 )
 async def test_bad_input_gets_its_status_and_a_one_line_json_error(tmp_path, png, case, status):
@@ -201,6 +202,8 @@ async def test_bad_input_gets_its_status_and_a_one_line_json_error(tmp_path, png
         params = {"options": json.dumps({"max_tool_callz": 3})}
     elif case == "bad_option_value":
         params = {"options": json.dumps({"max_tool_calls": -1})}
+    elif case == "bad_tool_cost":
+        params = {"options": json.dumps({"max_tool_cost": 0})}
     async with started(tmp_path, **overrides) as (daemon, http):
         got, _, err = await post(http, body, ctype, params=params)
         assert got == status

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agentir.imageio import load_image
-from agentir.pipeline import Restorer
+from agentir.pipeline import Restorer, RestoreError
 from toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
 from toolbox.degrade import degrade
 from toolbox.metrics import psnr
@@ -61,6 +61,21 @@ async def test_single_degradation_is_detected_planned_treated_and_psnr_rises(noi
     assert trace["tool_calls"] >= 1 and any(s["subtask"] == "noise" for s in trace["steps"])
     assert result.image.shape == lq.shape
     assert psnr(result.image, ref) > psnr(lq, ref) + 1.0
+
+
+async def test_a_speed_limit_keeps_slow_tools_out_of_the_job(noisy):
+    """options max_tool_cost: no tool measured slower than the limit runs, and the job still restores."""
+    from toolbox.costs import tool_cost
+
+    lq, ref = noisy
+    async with Restorer() as restorer:
+        result = await restorer.restore(lq, options={"max_tool_cost": 5.0, "reflection": "threshold"})
+    used = {s["tool"] for s in result.trace["steps"]}
+    assert used and all((tool_cost(t) or 0.0) <= 5.0 for t in used), used
+    assert psnr(result.image, ref) > psnr(lq, ref) + 1.0
+    async with Restorer() as restorer:  # a bad limit fails that job with a message naming the option
+        with pytest.raises(RestoreError, match="max_tool_cost"):
+            await restorer.restore(lq, options={"max_tool_cost": -1})
 
 
 async def test_failing_tool_causes_a_rollback_recorded_in_the_trace(noisy, failing_tool):

@@ -9,7 +9,7 @@ import pytest
 
 import toolbox.tools  # noqa: F401 - registers the tools
 from toolbox.base import TOOL_INFO
-from toolbox.costs import FORMAT, costs_document, load_costs, tool_cost
+from toolbox.costs import FORMAT, affordable, costs_document, load_costs, tool_cost
 
 
 def test_every_built_in_tool_has_a_measured_cost() -> None:
@@ -39,3 +39,13 @@ def test_the_planner_breaks_utility_ties_by_cost() -> None:
     cheap, dear = sorted(("bilateral_denoise", "dct_denoise"), key=lambda n: tool_cost(n) or 0.0)
     ctx = PlanContext(levels={"noise": "high"}, scores={}, tools={"noise": [dear, cheap]})
     assert ExperiencePlanner(k).tool_order("noise", ctx) == [cheap, dear]
+
+
+def test_a_speed_limit_drops_slow_tools_but_never_all_of_a_subtasks() -> None:
+    """max_tool_cost: measured-slower tools go, unmeasured ones (plug-ins) stay, the cheapest stays."""
+    slow, fast = "fusion_denoise", "cnn_denoise"
+    assert tool_cost(slow) > 5.0 > tool_cost(fast)
+    assert affordable([slow, fast, "my_plugin"], 5.0) == [fast, "my_plugin"]
+    assert affordable([slow, fast], None) == [slow, fast]
+    assert affordable([slow, "rl_motion_deblur"], 0.01) == [slow]  # both too slow: the cheaper one
+    assert affordable([], 1.0) == []

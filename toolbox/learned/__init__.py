@@ -164,7 +164,6 @@ for _name in LEARNED_TOOLS:
     )
 
 if "cnn_denoise" in LEARNED_TOOLS:
-
     from toolbox.learned.fusion import FUSION_WEIGHT, FusionDenoise
 
     def _fusion() -> Any:

@@ -39,10 +39,14 @@ def _apply_value(img: np.ndarray, v_old: np.ndarray, v_new: np.ndarray) -> np.nd
     return out
 
 
+def _median3(v: np.ndarray) -> np.ndarray:
+    """V after a 3x3 median, so isolated noisy or rainy pixels do not count in its percentiles."""
+    return cv2.medianBlur(np.ascontiguousarray(v, dtype=np.float32), 3)
+
+
 def _robust_hi(v: np.ndarray, q: float = 99.5) -> float:
-    """High percentile of V after a 3x3 median, so isolated noisy or rainy pixels do not count."""
-    vm = cv2.medianBlur(np.ascontiguousarray(v, dtype=np.float32), 3)
-    return float(np.percentile(vm, q))
+    """High percentile of V after a 3x3 median."""
+    return float(np.percentile(_median3(v), q))
 
 
 def _gamma_for_mean(v: np.ndarray, target: float) -> float:
@@ -68,13 +72,13 @@ def classify_darkening(img: np.ndarray) -> tuple[str, float]:
       is intact, so a ``("gamma", g)`` (``g`` brings the mean V to 0.45) or ``("none", 0)``.
     * Otherwise the top end was lowered, by a shift or a linear rescale. A shift clips every
       value below it to 0, so near-black pixels (``V`` up to 5 of 255, allowing for later
-      noise) outnumber those just above (6..11) by far; a rescale maps only the darkest pixels to 0 and keeps
-      the histogram continuous there; an image with no black at all was not rescaled (a rescale
-      always reaches 0). ``("shift", k)`` gives the amount to add back, ``("linear", hi)`` the
-      robust top to stretch to ~0.97.
+      noise) outnumber those just above (6..11) by far; a rescale maps only the darkest pixels
+      to 0 and keeps the histogram continuous there; an image with no black at all was not
+      rescaled (a rescale always reaches 0). ``("shift", k)`` gives the amount to add back,
+      ``("linear", hi)`` the robust top to stretch to ~0.97.
     """
     v = _value(img)
-    vm = cv2.medianBlur(np.ascontiguousarray(v, dtype=np.float32), 3)
+    vm = _median3(v)
     top = float(np.percentile(vm, 99.95))
     if top >= _INTACT_TOP:
         g = _gamma_for_mean(v, _TARGET_MEAN)

@@ -8,7 +8,7 @@ conditions), it computes the self-ensembled ``cnn_denoise`` output E and the ``d
 output D once, then the PSNR of ``w E + (1 - w) D`` for w = 0, 0.1, ..., 1. It prints the fit
 mean per weight, the weight with the best fit mean, and the held-out half of CBSD68 with that
 weight next to its two parts (the numbers the README quotes). ``FUSION_WEIGHT`` in
-``toolbox/learned/fusion.py`` is the printed choice. About 6 minutes on 2 CPU cores.
+``toolbox/learned/fusion.py`` is the printed choice. About 3 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations

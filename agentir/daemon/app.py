@@ -178,6 +178,8 @@ class Daemon:
             raise ApiError(400, "Idempotency-Key must be at most 128 printable characters")
         policy = policy or self.config.policy
         options = validate_job(policy, options if options is not None else {})
+        if self.config.max_tool_cost is not None and "max_tool_cost" not in options:
+            options = {**options, "max_tool_cost": float(self.config.max_tool_cost)}  # the daemon's default, recorded with the job
         kind = sniff_format(data)
         if kind is None:
             self.metrics.inc("agentir_jobs_rejected_total", reason="unsupported_type")

@@ -17,6 +17,7 @@ Example ``agentir.toml``::
     max_pixels = 40000000      # decoded width x height; larger images answer 413
     retention_seconds = 86400  # finished jobs (and their PNGs) are deleted after this
     freeze_experience = false  # true: plan from the knowledge and DATA/experience.json, never update it
+    max_tool_cost = 5.0        # optional: jobs that do not set max_tool_cost skip tools slower than 5 s/MP
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class DaemonConfig:
     policy: str = "experience"  #: default planning policy
     #: the experience planner learns from every judged step into DATA/experience.json; true freezes it
     freeze_experience: bool = False
+    #: default of the job option ``max_tool_cost`` (seconds per megapixel) for jobs that do not set
+    #: it: skip tools measured slower (e.g. 5 leaves out fusion_denoise and rl_motion_deblur)
+    max_tool_cost: float | None = None
     perception: str = "analytic"
     blob_bytes: int = 512 << 20  #: in-memory blob store bound
     trust_client_header: bool = False  #: use X-Client-Id (behind a trusted proxy) instead of the peer address
@@ -78,6 +82,8 @@ class DaemonConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"setting {name!r} must be a positive number of seconds, got {value!r}")
+        if self.max_tool_cost is not None and (isinstance(self.max_tool_cost, bool) or not isinstance(self.max_tool_cost, (int, float)) or self.max_tool_cost <= 0):
+            raise ConfigError(f"setting 'max_tool_cost' must be a positive number of seconds per megapixel, got {self.max_tool_cost!r}")
         if not 0 <= int(self.port) <= 65535:
             raise ConfigError(f"setting 'port' must be 0..65535, got {self.port!r}")
         if self.min_free_bytes < 0:

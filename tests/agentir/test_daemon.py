@@ -142,6 +142,26 @@ async def test_multipart_carries_policy_and_options(tmp_path, png):
         assert info["state"] == "queued" and info["policy"] == "random" and info["options"] == {"max_tool_calls": 4}
 
 
+async def test_the_daemons_speed_limit_applies_to_jobs_that_set_none(tmp_path, png):
+    """serve --max-tool-cost: a job without its own max_tool_cost gets the daemon's (recorded on
+    the job, honoured by the planner); a job's own value wins."""
+    from toolbox.costs import tool_cost
+
+    async with started(tmp_path, max_tool_cost=5.0) as (daemon, http):
+        plain = (await post(http, png))[2]["id"]
+        own = (await post(http, png, params={"options": json.dumps({"max_tool_cost": 100})}))[2]["id"]
+        assert await finished(daemon, plain) == "done" and await finished(daemon, own) == "done"
+        async with http.get(f"/v1/jobs/{plain}") as r:
+            info = await r.json()
+        async with http.get(f"/v1/jobs/{own}") as r:
+            assert (await r.json())["options"] == {"max_tool_cost": 100}
+    assert info["options"] == {"max_tool_cost": 5.0}
+    used = {s["tool"] for s in info["trace"]["steps"]}
+    assert used and all((tool_cost(t) or 0.0) <= 5.0 for t in used), used
+    with pytest.raises(ConfigError, match="max_tool_cost"):
+        DaemonConfig(max_tool_cost=0)
+
+
 def _truncated(png: bytes) -> bytes:
     return png[: len(png) // 2]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 
@@ -22,3 +23,15 @@ async def chat_endpoint(handle: Callable[[web.Request], Awaitable[web.StreamResp
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serving(srv: Any) -> AsyncIterator[Any]:
+    """Serve a test server's ``handle`` on loopback and set its ``url``; on exit set its
+    ``release`` event so that no call it holds outlives the test."""
+    async with chat_endpoint(srv.handle) as url:
+        srv.url = url
+        try:
+            yield srv
+        finally:
+            srv.release.set()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import web
-from loopback_chat import chat_endpoint
+from loopback_chat import serving
 from structlog.testing import capture_logs
 
 from agent_policies.perception import AnalyticPerception, PerceptionPolicy
@@ -104,13 +104,8 @@ def honest_answer(body: dict[str, Any]) -> str:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     """The endpoint on an ephemeral loopback port."""
-    srv = Server()
-    async with chat_endpoint(srv.handle) as url:
-        srv.url = url
-        try:
-            yield srv
-        finally:
-            srv.release.set()
+    async with serving(Server()) as srv:
+        yield srv
 
 
 def make(server: Server, **kw: Any) -> tuple[VLMPerception, list[float]]:

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-from loopback_chat import chat_endpoint
+from loopback_chat import serving
 from explore_records import record
 
 from agent_policies.knowledge import Knowledge, distil
@@ -49,13 +49,8 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    srv = Server()
-    async with chat_endpoint(srv.handle) as url:
-        srv.url = url
-        try:
-            yield srv
-        finally:
-            srv.release.set()
+    async with serving(Server()) as srv:
+        yield srv
 
 
 def fallback() -> ExperiencePlanner:

@@ -36,8 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,25 +121,6 @@ def _predict_one(model: dict, features: dict[str, float]) -> tuple[int, float]:
     return level, min(4.0, max(0.0, score))
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file in the same folder and a rename
-    (mode ``0666`` less the umask, like a plain ``open``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_calibration(json_path: str | Path, weights_path: str | Path, payload: dict, models: dict) -> None:
     """Write fitted ``models`` as ``weights_path`` (safetensors arrays) and ``json_path`` (metadata).
 
@@ -178,8 +157,10 @@ def write_calibration(json_path: str | Path, weights_path: str | Path, payload: 
         },
         "models": meta,
     }
-    _write_bytes_atomic(weights_path, blob)
-    _write_bytes_atomic(json_path, (json.dumps(doc, indent=1, default=float) + "\n").encode())
+    from agentir.imageio import write_bytes_atomic  # the project's one atomic writer (fsync, rename)
+
+    write_bytes_atomic(weights_path, blob)
+    write_bytes_atomic(json_path, (json.dumps(doc, indent=1, default=float) + "\n").encode())
 
 
 def load_calibration(path: str | Path) -> tuple[dict, dict]:

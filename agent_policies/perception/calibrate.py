@@ -405,7 +405,8 @@ def default_weights_path(out: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
-    from agent_policies.perception.analytic import _write_bytes_atomic, write_calibration
+    from agent_policies.perception.analytic import write_calibration
+    from agentir.imageio import write_bytes_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data/clean"), help="folder with CBSD68/, McMaster/, Set5/")
@@ -428,12 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if lacking:
             print(f"cache {args.cache} lacks feature group(s) {', '.join(lacking)}: synthesising again for those only", file=sys.stderr)
             extend_cache(data, args.data, args.workers, lacking)
-            _write_bytes_atomic(args.cache, pickle.dumps(data))
+            write_bytes_atomic(args.cache, pickle.dumps(data))
     else:
         data = build_dataset(args.data, args.seed, args.workers)
         data["seed"] = args.seed
         if args.cache is not None:
-            _write_bytes_atomic(args.cache, pickle.dumps(data))
+            write_bytes_atomic(args.cache, pickle.dumps(data))
     print(f"fit rows: {len(data['fit'])}, held-out rows: {len(data['held'])}")
     offsets = tune_presence_bias(data["fit"], args.l2, args.hidden, args.seed)
     models = fit_models(data["fit"], args.l2, args.hidden, args.seed, offsets)

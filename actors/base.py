@@ -137,7 +137,7 @@ class Actor:
                     with anyio.fail_after(self.handler_timeout):
                         await self.handle(delivery)
                     self.handled += 1
-                except Exception as exc:  # noqa: BLE001 - isolation is the point; cancellation is BaseException
+                except Exception as exc:
                     await self.on_failure(exc, delivery)
                 # Poison messages are not redelivered: the failure was reported instead.
                 await delivery.ack()

@@ -284,7 +284,7 @@ class Executor(Actor):
         request = _Request(job=job, tool=tool, image=image)
         try:
             units = await anyio.to_thread.run_sync(self._make_units, request)
-        except Exception as exc:  # noqa: BLE001 - a bad image fails its own request only
+        except Exception as exc:
             request.error = f"{type(exc).__name__}: {exc}"
             return request
         if request.tiles is not None:
@@ -391,7 +391,7 @@ class Executor(Actor):
         """Run one batch (worker thread); on failure retry unit by unit to isolate the bad one."""
         try:
             tool: Tool = TOOLS.get(name)
-        except Exception as exc:  # noqa: BLE001 - reported per request
+        except Exception as exc:
             for u in units:
                 u.request.error = u.request.error or f"{type(exc).__name__}: {exc}"
             return
@@ -402,7 +402,7 @@ class Executor(Actor):
         self.max_batch_size = max(self.max_batch_size, len(units))
         try:
             self._call(tool, units)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if len(units) == 1:
                 self._fail(name, units[0], exc)
             else:
@@ -411,13 +411,13 @@ class Executor(Actor):
                         continue
                     try:
                         self._call(tool, [u])
-                    except Exception as exc1:  # noqa: BLE001
+                    except Exception as exc1:
                         self._fail(name, u, exc1)
         for r in {id(u.request): u.request for u in units}.values():
             if r.tiles is not None and r.pending == 0 and not r.finished:
                 try:
                     self._blend(r)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     r.error = f"{type(exc).__name__}: {exc}"
                     log.warning("tool.blend_failed", tool=name, shape=r.image.shape, error=str(exc))
 

@@ -9,7 +9,7 @@ import structlog
 
 from actors.base import Actor
 from bus.base import Delivery
-from bus.messages import JobProgress, JobSubmitted, PerceiveRequest, Perceived, Subjects
+from bus.messages import JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
 
 log = structlog.get_logger(__name__)
 

@@ -156,7 +156,7 @@ class Planner(Actor):
         await super().on_failure(exc, delivery)
 
 
-def _tool_lister(options: dict[str, Any]):  # noqa: ANN202
+def _tool_lister(options: dict[str, Any]):
     """Tools per subtask, optionally restricted by the job's ``tools`` option ({subtask: [names]})
     and, among the registered ones, by its ``max_tool_cost`` option (seconds per megapixel)."""
     override = options.get("tools") or {}

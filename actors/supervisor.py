@@ -66,9 +66,9 @@ class Supervisor:
             actor = factory()
             self.actors[actor.name] = actor
             try:
-                await actor.run(task_status=_Ready())  # type: ignore[arg-type]
+                await actor.run(task_status=_Ready())
                 return  # stopped on purpose
-            except Exception as exc:  # noqa: BLE001 - decide to restart or give up
+            except Exception as exc:
                 now = time.monotonic()
                 crashes.append(now)
                 while crashes and now - crashes[0] > self.window:

@@ -5,6 +5,7 @@ the first choice's text out of the reply. Standard library only (:mod:`urllib`),
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import urllib.error
@@ -47,16 +48,14 @@ def post_json(url: str, payload: bytes, *, key: str | None, timeout: float) -> b
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the user's endpoint
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.read()
     except urllib.error.HTTPError as exc:
         retry_after = None
         ra = exc.headers.get("Retry-After") if exc.headers else None
         if ra is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 retry_after = float(ra)
-            except ValueError:
-                pass
         retry = exc.code == 429 or exc.code >= 500
         raise HTTPFailure(f"HTTP {exc.code} from {url}", retry, retry_after) from None
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, torn replies

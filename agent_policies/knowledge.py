@@ -507,7 +507,9 @@ class Knowledge:
 
     def describe(self, subtasks: Sequence[str] | None = None) -> str:
         """Knowledge as short prose: precedence strengths, pairwise findings and the best tools."""
-        lines = ["Precedence strength (higher should run earlier): " + ", ".join(f"{d} {v:+.2f}" for d, v in sorted(self.precedence.items(), key=lambda kv: -kv[1]))]
+        lines = [
+            "Precedence strength (higher should run earlier): " + ", ".join(f"{d} {v:+.2f}" for d, v in sorted(self.precedence.items(), key=lambda kv: -kv[1]))
+        ]
         lines.append("Pairwise findings from self-exploration:")
         lines += [f"- {r}" for r in self.rules()]
         wanted = list(subtasks) if subtasks else list(self.tools)

@@ -62,7 +62,7 @@ class Budget:
         for name, kind in (("max_tool_calls", int), ("max_rollbacks", int), ("max_seconds", float), ("wave", int), ("rollback", bool), ("keep_improved", bool)):
             if name in options:
                 value = options[name]
-                if kind is bool and not isinstance(value, bool) or kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                if (kind is bool and not isinstance(value, bool)) or (kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)))):
                     raise ValueError(f"job option {name!r} must be {kind.__name__}, got {value!r}")
                 if kind is not bool and value < 0:
                     raise ValueError(f"job option {name!r} must be >= 0, got {value!r}")

@@ -105,7 +105,13 @@ async def _restore_all(args: argparse.Namespace) -> int:
                 image = await anyio.to_thread.run_sync(load_image, path)
                 image_out, trace_out = output_paths(out_dir, rel)
                 result = await restorer.restore(image, job=rel.as_posix())
-                trace = {"input": str(path), "output": str(image_out), "input_shape": list(image.shape), "output_shape": list(result.image.shape), **result.trace}
+                trace = {
+                    "input": str(path),
+                    "output": str(image_out),
+                    "input_shape": list(image.shape),
+                    "output_shape": list(result.image.shape),
+                    **result.trace,
+                }
                 await anyio.to_thread.run_sync(save_png_atomic, image_out, result.image)
                 await anyio.to_thread.run_sync(write_text_atomic, trace_out, json.dumps(trace, indent=2) + "\n")
                 restored += 1
@@ -171,7 +177,9 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     levels = [lv.strip() for lv in args.levels.split(",")] if args.levels else None
-    manifest = build_benchmark(args.clean, args.out, groups=groups, per_combo=args.per_combo, seed=args.seed, levels=levels, progress=not args.quiet, split=args.split)
+    manifest = build_benchmark(
+        args.clean, args.out, groups=groups, per_combo=args.per_combo, seed=args.seed, levels=levels, progress=not args.quiet, split=args.split
+    )
     _err(f"wrote {len(manifest.get('items', []))} degraded images and {Path(args.out) / 'manifest.json'}")
     return EXIT_OK
 
@@ -259,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-combo", type=int, default=20, help="images per combination (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--levels", default="", help="instead of groups: single degradations at these levels, e.g. low,medium,high")
-    p.add_argument("--split", default="all", choices=["all", "train", "held-out"], help="all images, or the first (train) or second (held-out) half by name (default all)")
+    p.add_argument(
+        "--split", default="all", choices=["all", "train", "held-out"], help="all images, or the first (train) or second (held-out) half by name (default all)"
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_degrade)
 
@@ -279,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("serve_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("explore", add_help=False, help="self-exploration: run every order and tool on training images, write the knowledge (agentir explore --help)")
+    p = sub.add_parser(
+        "explore", add_help=False, help="self-exploration: run every order and tool on training images, write the knowledge (agentir explore --help)"
+    )
     p.add_argument("explore_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_explore)
 

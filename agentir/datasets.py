@@ -102,9 +102,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _image_seed(seed: int, task: str, source: str, repeat: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence(
-        [int(seed), zlib.crc32(task.encode("utf-8")), zlib.crc32(source.encode("utf-8")), int(repeat)]
-    )
+    return np.random.SeedSequence([int(seed), zlib.crc32(task.encode("utf-8")), zlib.crc32(source.encode("utf-8")), int(repeat)])
 
 
 def _check_groups(groups: Iterable[str]) -> list[str]:
@@ -299,10 +297,7 @@ def score_inputs(out_dir: str | os.PathLike[str], manifest: dict | None = None) 
         s = score(read_rgb(out / it["lq"]), read_rgb(out / it["hq"]))
         per.setdefault(key, []).append(s)
         group_of[key] = it["group"]
-    combos = {
-        k: {"psnr": float(np.mean([s["psnr"] for s in v])), "ssim": float(np.mean([s["ssim"] for s in v])), "n": len(v)}
-        for k, v in per.items()
-    }
+    combos = {k: {"psnr": float(np.mean([s["psnr"] for s in v])), "ssim": float(np.mean([s["ssim"] for s in v])), "n": len(v)} for k, v in per.items()}
     groups: dict[str, dict[str, float]] = {}
     for g in dict.fromkeys(group_of.values()):
         ks = [k for k in combos if group_of[k] == g]

@@ -48,7 +48,7 @@ def build_report(degraded: Path, restored: Path, clean: Path | None) -> tuple[np
         ref_path = next((p for p in sorted(clean.glob(f"{rel.stem}.*"))), None) if clean else None
         ref = load_image(ref_path) if ref_path else None
         trace = json.loads(trace_json.read_text()) if trace_json.exists() else {}
-        h, w = (ref.shape[:2] if ref is not None else out.shape[:2])
+        h, w = ref.shape[:2] if ref is not None else out.shape[:2]
         shown_lq = bicubic_resize(lq, 4) if lq.shape[0] * 4 == h else lq
         record = {"image": rel.as_posix(), "done": trace.get("done", []), "tool_calls": trace.get("tool_calls"), "rollbacks": trace.get("rollbacks")}
         before_text, after_text = "degraded input", "restored: " + (" > ".join(trace.get("done", [])) or "unchanged")
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     save_png_atomic(args.output, montage)
     scored = [r for r in records if "psnr_after" in r]
     for r in scored:
-        print(f"{r['image']:<28} PSNR {r['psnr_before']:6.2f} -> {r['psnr_after']:6.2f} dB   SSIM {r['ssim_before']:.3f} -> {r['ssim_after']:.3f}   ({' > '.join(r['done']) or 'unchanged'})")
+        print(
+            f"{r['image']:<28} PSNR {r['psnr_before']:6.2f} -> {r['psnr_after']:6.2f} dB   SSIM {r['ssim_before']:.3f} -> {r['ssim_after']:.3f}   ({' > '.join(r['done']) or 'unchanged'})"
+        )
     if scored:
         mean = lambda k: float(np.mean([r[k] for r in scored]))  # noqa: E731
         print(f"{'mean':<28} PSNR {mean('psnr_before'):6.2f} -> {mean('psnr_after'):6.2f} dB   SSIM {mean('ssim_before'):.3f} -> {mean('ssim_after'):.3f}")

@@ -118,12 +118,6 @@ def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
-    import toolbox.tools  # noqa: F401 - registers the tools
-
-    try:
-        import toolbox.learned  # noqa: F401 - learned tools, when that package exists
-    except ImportError:
-        pass
 
 
 def _perception() -> Any:
@@ -249,7 +243,9 @@ def _iterate(jobs: list[dict[str, Any]], tools: Mapping[str, Sequence[str]], wor
 
 
 def build_parser(prog: str = "agentir explore") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Self-exploration: run every subtask order and tool on group-A training images and distil the knowledge.")
+    p = argparse.ArgumentParser(
+        prog=prog, description="Self-exploration: run every subtask order and tool on group-A training images and distil the knowledge."
+    )
     p.add_argument("data", type=Path, help="clean images: the root with CBSD68/ McMaster/ Set5/ (training split) or any image folder")
     p.add_argument("-o", "--out", type=Path, required=True, help="knowledge JSON to write")
     p.add_argument("--per-combo", type=int, default=8, help="images per group-A combination (default 8)")
@@ -268,16 +264,11 @@ def main_explore(argv: Sequence[str]) -> int:
     if args.per_combo < 1 or args.workers < 1:
         _err("error: --per-combo and --workers must be at least 1")
         return EXIT_USAGE
-    import toolbox.tools  # noqa: F401
     from agent_policies.knowledge import distil
     from agentir.imageio import write_text_atomic
     from toolbox.base import tools_for
     from toolbox.vocab import DEGRADATIONS
 
-    try:
-        import toolbox.learned  # noqa: F401
-    except ImportError:
-        pass
     data = args.data
     try:
         images, how = training_images(data)
@@ -321,7 +312,8 @@ def main_explore(argv: Sequence[str]) -> int:
             bar.update(1)
     bar.close()
     config = {
-        "command": f"agentir explore DATA -o {args.out.name} --per-combo {args.per_combo} --seed {args.seed}" + (f" --combinations {args.combinations}" if args.combinations else ""),
+        "command": f"agentir explore DATA -o {args.out.name} --per-combo {args.per_combo} --seed {args.seed}"
+        + (f" --combinations {args.combinations}" if args.combinations else ""),
         "selection": how,
         "seed": args.seed,
         "per_combo": args.per_combo,
@@ -332,7 +324,9 @@ def main_explore(argv: Sequence[str]) -> int:
     }
     knowledge = distil([done[j["id"]] for j in jobs], config)
     write_text_atomic(args.out, json.dumps(knowledge, indent=1, allow_nan=False) + "\n")
-    _err(f"explored {len(jobs)} images in {time.perf_counter() - t0:.0f} s; wrote {args.out} ({len(knowledge['pairs'])} pairs, {sum(len(v) for v in knowledge['tools'].values())} tool tables)")
+    _err(
+        f"explored {len(jobs)} images in {time.perf_counter() - t0:.0f} s; wrote {args.out} ({len(knowledge['pairs'])} pairs, {sum(len(v) for v in knowledge['tools'].values())} tool tables)"
+    )
     return EXIT_OK
 
 

@@ -38,6 +38,7 @@ files are refused. This module imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -73,9 +74,7 @@ MAX_PIXELS: int = 64_000_000
 MIN_SIDE: int = 4
 """Default smallest accepted width and height in pixels."""
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 """File name suffixes (lower case) that :func:`collect_inputs` treats as images."""
 
 # Pillow format ids the decoder may use. An allow-list keeps exotic plug-ins (EPS runs
@@ -165,9 +164,7 @@ def load_image(
     except ImageInputError:
         raise
     except OSError as exc:
-        raise ImageInputError(
-            p, f"cannot read the file ({exc.strerror or exc})", "check the file and the disk"
-        ) from exc
+        raise ImageInputError(p, f"cannot read the file ({exc.strerror or exc})", "check the file and the disk") from exc
 
 
 def decode_image(
@@ -224,15 +221,12 @@ def _decode(fh: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.nd
     with im:
         width, height = im.size
         if width <= 0 or height <= 0:
-            raise ImageInputError(
-                name, f"image has zero size ({width}x{height})", "use a non-empty image"
-            )
+            raise ImageInputError(name, f"image has zero size ({width}x{height})", "use a non-empty image")
         # The size comes from the header: refuse a bomb before any pixel is decoded.
         if width * height > max_pixels:
             raise ImageInputError(
                 name,
-                f"image is too large ({width}x{height} = {width * height} pixels, "
-                f"limit {max_pixels})",
+                f"image is too large ({width}x{height} = {width * height} pixels, limit {max_pixels})",
                 "downscale it first or raise the pixel limit",
             )
         if min(width, height) < min_side:
@@ -262,9 +256,7 @@ def _too_large(name: str, exc: BaseException) -> ImageInputError:
 
 def _corrupt(name: str, exc: BaseException) -> ImageInputError:
     detail = str(exc) or type(exc).__name__
-    return ImageInputError(
-        name, f"image data is truncated or corrupt ({detail})", "re-export or re-download it"
-    )
+    return ImageInputError(name, f"image data is truncated or corrupt ({detail})", "re-export or re-download it")
 
 
 def _exif_upright(im: Image.Image, name: str) -> Image.Image:
@@ -300,13 +292,9 @@ def _to_rgb_array(im: Image.Image, name: str) -> np.ndarray:
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     else:
-        raise ImageInputError(
-            name, f"unsupported pixel mode {mode!r}", "convert it to 8-bit RGB or grayscale"
-        )
+        raise ImageInputError(name, f"unsupported pixel mode {mode!r}", "convert it to 8-bit RGB or grayscale")
     if rgb.ndim != 3 or rgb.shape[2] != 3:  # defensive: a Pillow conversion gave a surprise
-        raise ImageInputError(
-            name, f"unsupported pixel layout {rgb.shape} (mode {mode!r})", "convert it to 8-bit RGB"
-        )
+        raise ImageInputError(name, f"unsupported pixel layout {rgb.shape} (mode {mode!r})", "convert it to 8-bit RGB")
     # np.asarray over a Pillow image can be a read-only view of its buffer: callers own
     # the result and may modify it in place, so hand out a writable C-contiguous array.
     if not rgb.flags.writeable or not rgb.flags.c_contiguous or rgb.dtype != np.uint8:
@@ -322,8 +310,7 @@ def _scale_16bit(values: np.ndarray, name: str) -> np.ndarray:
     if values.size and (values.min() < 0 or values.max() > 65535):
         raise ImageInputError(
             name,
-            f"integer pixel values {int(values.min())}..{int(values.max())} are outside the "
-            "16-bit range 0..65535",
+            f"integer pixel values {int(values.min())}..{int(values.max())} are outside the 16-bit range 0..65535",
             "convert it to 8- or 16-bit",
         )
     # Rounded scale: 0 -> 0, 257*k -> k, 65535 -> 255.
@@ -363,10 +350,7 @@ def _validate_image_array(img: object) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
-        raise ValueError(
-            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
-            f"got {img.shape}"
-        )
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"cannot encode an empty image of shape {img.shape}")
     return np.ascontiguousarray(img)
@@ -440,10 +424,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_dir(target.parent)
 
@@ -522,9 +504,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path,
                 )
             pairs = [(root, Path(root.name))]
         elif root.exists():
-            raise ImageInputError(
-                root, "not a regular file or folder", "pass an image file or a folder"
-            )
+            raise ImageInputError(root, "not a regular file or folder", "pass an image file or a folder")
         else:
             raise ImageInputError(root, "no such file or folder", "check the path")
         for file, rel in pairs:
@@ -535,8 +515,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path,
                     continue
                 raise ImageInputError(
                     file,
-                    f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the "
-                    f"output of {str(previous[0])!r}",
+                    f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the output of {str(previous[0])!r}",
                     "rename one of them or restore them in separate runs",
                 )
             seen[key] = (file, rel)

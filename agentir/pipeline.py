@@ -26,7 +26,7 @@ from actors.supervisor import Supervisor, build_actors
 from agent_policies.registry import DEFAULT_PLANNING, PERCEPTION, PLANNING, REFLECTION
 from bus.blobs import BlobStore, MemoryBlobStore
 from bus.memory import InMemoryBus
-from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, PerceiveRequest, Perceived, Subjects
+from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
 
 log = structlog.get_logger(__name__)
 

@@ -56,9 +56,20 @@ def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Reproduce agentir's learned components.")
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = sub.add_parser("perception", help="refit the built-in perception models (writes the calibration JSON and its safetensors heads)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"calibration JSON to write (default: the shipped {DEFAULT_OUT.name}); the heads go next to it as safetensors")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"calibration JSON to write (default: the shipped {DEFAULT_OUT.name}); the heads go next to it as safetensors",
+    )
     p.add_argument("--seed", type=int, default=20250101, help="seed of the synthesis and the fit (default 20250101, the shipped one)")
-    p.add_argument("--cache", type=Path, default=None, metavar="FILE", help="feature cache: read when it exists (skips the synthesis; feature groups it lacks are added), else written")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="feature cache: read when it exists (skips the synthesis; feature groups it lacks are added), else written",
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with CBSD68/, McMaster/, Set5/ (default {DEFAULT_DATA})")
     p.add_argument("--workers", type=int, default=2, help="processes for the synthesis (default 2)")
     from toolbox.learned.train import build_parser as tool_parser
@@ -91,7 +102,11 @@ def main_train(argv: Sequence[str]) -> int:
     if args.cache is not None:
         forwarded += ["--cache", str(args.cache)]
     cached = args.cache is not None and args.cache.exists()
-    _err(f"training perception: seed {args.seed}, " + (f"features from cache {args.cache}" if cached else f"synthesising from {args.data}") + f", writing {args.out}")
+    _err(
+        f"training perception: seed {args.seed}, "
+        + (f"features from cache {args.cache}" if cached else f"synthesising from {args.data}")
+        + f", writing {args.out}"
+    )
     t0 = time.perf_counter()
     try:
         rc = calibrate.main(forwarded)

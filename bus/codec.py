@@ -93,7 +93,7 @@ def _field(env: dict[str, Any], key: str, types: tuple[type, ...], optional: boo
     value = env[key]
     if value is None and optional:
         return None
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise MalformedMessage(f"envelope field {key!r} has type {type(value).__name__}")
     return value
 

@@ -25,10 +25,7 @@ class MessageTooLarge(CodecError):
     def __init__(self, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
-        super().__init__(
-            f"message of {size} bytes exceeds the limit of {limit} bytes; "
-            "put large data (images) in the blob store and send a BlobRef"
-        )
+        super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes; put large data (images) in the blob store and send a BlobRef")
 
 
 class UnknownMessageKind(CodecError):
@@ -46,10 +43,7 @@ class UnsupportedVersion(CodecError):
         self.kind = kind
         self.version = version
         self.supported = supported
-        super().__init__(
-            f"message {kind!r} has version {version}, this process reads up to version {supported}; "
-            "upgrade agentir on this node"
-        )
+        super().__init__(f"message {kind!r} has version {version}, this process reads up to version {supported}; upgrade agentir on this node")
 
 
 class BusClosed(BusError):

@@ -35,7 +35,7 @@ class _Item:
 class MemoryDelivery:
     """A delivery from :class:`InMemoryBus`."""
 
-    __slots__ = ("subject", "envelope", "attempt", "_bus", "_data", "_group", "_settled")
+    __slots__ = ("_bus", "_data", "_group", "_settled", "attempt", "envelope", "subject")
 
     def __init__(self, bus: InMemoryBus, item: _Item, envelope: Envelope, group: str | None) -> None:
         self.subject = item.subject
@@ -119,7 +119,7 @@ class _MemorySubscription:
 
 
 class _Pending:
-    __slots__ = ("event", "envelope", "error")
+    __slots__ = ("envelope", "error", "event")
 
     def __init__(self) -> None:
         self.event = anyio.Event()

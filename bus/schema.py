@@ -17,7 +17,6 @@ import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from bus.blobs import BlobRef
 from bus.errors import MalformedMessage
 
 T = TypeVar("T")
@@ -51,9 +50,9 @@ def message(kind: str, version: int = 1) -> Callable[[type[T]], type[T]]:
         if not issubclass(cls, Message):
             raise TypeError(f"{cls.__qualname__} must derive from bus.Message")
         new = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
-        new.KIND = kind  # type: ignore[attr-defined]
-        new.VERSION = version  # type: ignore[attr-defined]
-        REGISTRY[kind] = new  # type: ignore[assignment]
+        new.KIND = kind
+        new.VERSION = version
+        REGISTRY[kind] = new
         return new
 
     return wrap

@@ -20,16 +20,16 @@ from kernels.stats import STATS_COLUMNS, image_stats
 from kernels.tiles import blend_tiles, extract_tiles
 
 __all__ = [
-    "KernelError",
+    "STATS_COLUMNS",
     "KernelBackendError",
+    "KernelError",
     "KernelInputError",
+    "blend_tiles",
+    "extract_tiles",
+    "image_stats",
+    "rgb_to_value",
+    "rgb_to_ycbcr",
     "to_float_nchw",
     "to_uint8_nhwc",
-    "rgb_to_ycbcr",
     "ycbcr_to_rgb",
-    "rgb_to_value",
-    "extract_tiles",
-    "blend_tiles",
-    "image_stats",
-    "STATS_COLUMNS",
 ]

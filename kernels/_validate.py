@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import operator
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -45,9 +46,7 @@ def check_tensor(
 def check_channels(op: str, name: str, value: torch.Tensor, dim: int, layout: str) -> None:
     """Check that axis ``dim`` of ``value`` has exactly 3 (RGB) entries."""
     if value.shape[dim] != 3:
-        raise KernelInputError(
-            op, f"{name} must be {layout} with 3 channels, got shape {tuple(value.shape)}"
-        )
+        raise KernelInputError(op, f"{name} must be {layout} with 3 channels, got shape {tuple(value.shape)}")
 
 
 def check_output_dtype(op: str, dtype: Any) -> torch.dtype:

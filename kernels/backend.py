@@ -26,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import torch
 
@@ -34,29 +35,29 @@ try:  # Triton wheels exist for Linux only; the references must work without it.
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - exercised only where triton is missing
-    triton = None  # type: ignore[assignment]
-    tl = None  # type: ignore[assignment]
+    triton = None
+    tl = None
 
 __all__ = [
     "ENV_VAR",
-    "MODES",
-    "KernelError",
-    "KernelBackendError",
-    "KernelInputError",
     "HAS_TRITON",
-    "triton",
-    "tl",
+    "LAUNCH_OPTIONS",
+    "MODES",
+    "ImageGrid",
+    "KernelBackendError",
+    "KernelError",
+    "KernelInputError",
+    "cdiv",
+    "describe",
+    "image_grid",
+    "is_interpreted",
     "jit",
     "kernel_mode",
-    "is_interpreted",
-    "use_triton",
     "launching",
     "pick_blocks",
-    "cdiv",
-    "LAUNCH_OPTIONS",
-    "ImageGrid",
-    "image_grid",
-    "describe",
+    "tl",
+    "triton",
+    "use_triton",
 ]
 
 ENV_VAR = "AGENTIR_KERNELS"
@@ -136,8 +137,7 @@ def kernel_mode() -> str:
     mode = raw.strip().lower() or "auto"
     if mode not in MODES:
         raise KernelBackendError(
-            f"{ENV_VAR}={raw!r} is not a kernel backend; set it to one of "
-            f"{', '.join(MODES)} (or unset it for auto)",
+            f"{ENV_VAR}={raw!r} is not a kernel backend; set it to one of {', '.join(MODES)} (or unset it for auto)",
             mode=raw,
         )
     return mode
@@ -182,8 +182,7 @@ def use_triton(tensor: torch.Tensor, *, kernel: Any, op: str) -> bool:
         return available and device.type == "cuda" and not is_interpreted(kernel)
     if not available:
         raise KernelBackendError(
-            f"{op}: {ENV_VAR}=triton but the triton package is not importable; install "
-            f"triton (Linux only) or set {ENV_VAR}=auto to use the torch reference",
+            f"{op}: {ENV_VAR}=triton but the triton package is not importable; install triton (Linux only) or set {ENV_VAR}=auto to use the torch reference",
             op=op,
             mode=mode,
             device=str(device),
@@ -234,9 +233,7 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def pick_blocks(
-    height: int, width: int, *, kernel: Any, block_h: int = 8, block_w: int = 128
-) -> tuple[int, int]:
+def pick_blocks(height: int, width: int, *, kernel: Any, block_h: int = 8, block_w: int = 128) -> tuple[int, int]:
     """Choose the ``BLOCK_H`` x ``BLOCK_W`` tile of a 2-D image kernel.
 
     Natively the given defaults are used (fixed sizes: no retuning per image size), shrunk to

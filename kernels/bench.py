@@ -20,13 +20,14 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from kernels import backend, color, convert, stats, tiles
 
-__all__ = ["run_kernel_bench", "main"]
+__all__ = ["main", "run_kernel_bench"]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((540, 960), (1080, 1920), (2160, 3840))
 
@@ -57,9 +58,7 @@ def _eager_blend(t: torch.Tensor, pos: torch.Tensor, hw: tuple[int, int], overla
     """Vectorised torch blend: weighted ``index_add_`` of all tiles, then a division."""
     n, c, th, tw = t.shape
     h, w = hw
-    wgt = tiles.feather_ramp(th, overlap, device=t.device)[:, None] * tiles.feather_ramp(
-        tw, overlap, device=t.device
-    )[None, :]
+    wgt = tiles.feather_ramp(th, overlap, device=t.device)[:, None] * tiles.feather_ramp(tw, overlap, device=t.device)[None, :]
     iy = pos[:, 0, None, None] + torch.arange(th, device=t.device)[None, :, None]
     ix = pos[:, 1, None, None] + torch.arange(tw, device=t.device)[None, None, :]
     flat = (iy * w + ix).reshape(-1)
@@ -80,8 +79,17 @@ def _eager_stats(f: torch.Tensor, m: torch.Tensor, off: torch.Tensor) -> torch.T
     edge = torch.arange(dx.shape[-1], device=f.device) % 8 == 7
     block = dx[..., edge].mean(dim=(1, 2)) / dx[..., ~edge].mean(dim=(1, 2))
     return torch.stack(
-        [y.mean((1, 2)), y.var((1, 2), unbiased=False), v.mean((1, 2)), v.var((1, 2), unbiased=False),
-         d.mean((1, 2)), sat.mean((1, 2)), dx.mean((1, 2)), dy.mean((1, 2)), block],
+        [
+            y.mean((1, 2)),
+            y.var((1, 2), unbiased=False),
+            v.mean((1, 2)),
+            v.var((1, 2), unbiased=False),
+            d.mean((1, 2)),
+            sat.mean((1, 2)),
+            dx.mean((1, 2)),
+            dy.mean((1, 2)),
+            block,
+        ],
         dim=1,
     )
 
@@ -100,45 +108,50 @@ def _cases(n: int, h: int, w: int, device: torch.device, tile: int, overlap: int
     px = n * h * w
     return [
         dict(
-            op="to_float_nchw", bytes=px * 3 * (1 + 4),
+            op="to_float_nchw",
+            bytes=px * 3 * (1 + 4),
             triton=lambda: convert._launch_to_float_nchw(u8, convert.DEFAULT_SCALE, torch.float32),
             reference=lambda: convert.to_float_nchw_reference(u8),
             eager=lambda: u8.permute(0, 3, 1, 2).float().div(255.0).contiguous(),
         ),
         dict(
-            op="to_uint8_nhwc", bytes=px * 3 * (4 + 1),
+            op="to_uint8_nhwc",
+            bytes=px * 3 * (4 + 1),
             triton=lambda: convert._launch_to_uint8_nhwc(f),
             reference=lambda: convert.to_uint8_nhwc_reference(f),
             eager=lambda: f.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous(),
         ),
         dict(
-            op="rgb_to_ycbcr", bytes=px * 3 * 8,
+            op="rgb_to_ycbcr",
+            bytes=px * 3 * 8,
             triton=lambda: color._launch_color_affine(f, color.YCBCR_MATRIX, color._ZERO, color.YCBCR_OFFSET),
             reference=lambda: color.rgb_to_ycbcr_reference(f),
             eager=lambda: torch.einsum("ij,njhw->nihw", m, f) + off,
         ),
         dict(
-            op="ycbcr_to_rgb", bytes=px * 3 * 8,
-            triton=lambda: color._launch_color_affine(
-                f, color.YCBCR_INVERSE_MATRIX, color.YCBCR_OFFSET, color._ZERO
-            ),
+            op="ycbcr_to_rgb",
+            bytes=px * 3 * 8,
+            triton=lambda: color._launch_color_affine(f, color.YCBCR_INVERSE_MATRIX, color.YCBCR_OFFSET, color._ZERO),
             reference=lambda: color.ycbcr_to_rgb_reference(f),
             eager=lambda: torch.einsum("ij,njhw->nihw", m_inv, f - off),
         ),
         dict(
-            op="rgb_to_value", bytes=px * 4 * (3 + 1),
+            op="rgb_to_value",
+            bytes=px * 4 * (3 + 1),
             triton=lambda: color._launch_rgb_to_value(f),
             reference=lambda: color.rgb_to_value_reference(f),
             eager=lambda: f.amax(dim=1, keepdim=True),
         ),
         dict(
-            op="image_stats", bytes=px * 3 * 4,  # the input read once; the N x 9 output is negligible
+            op="image_stats",
+            bytes=px * 3 * 4,  # the input read once; the N x 9 output is negligible
             triton=lambda: stats._launch_image_stats(f),
             reference=lambda: stats.image_stats_reference(f),
             eager=lambda: _eager_stats(f, m, off),
         ),
         dict(
-            op=f"blend_tiles[{tile}/{overlap}]", bytes=tl_.numel() * 4 + img.numel() * 4,
+            op=f"blend_tiles[{tile}/{overlap}]",
+            bytes=tl_.numel() * 4 + img.numel() * 4,
             triton=lambda: tiles._launch_blend_tiles(tl_, pos, (h, w), ramp),
             reference=lambda: tiles.blend_tiles_reference(tl_, pos, (h, w), overlap=overlap),
             eager=lambda: _eager_blend(tl_, pos, (h, w), overlap),
@@ -175,14 +188,8 @@ def run_kernel_bench(
     """
     if repeats < 1 or batch < 1:
         raise ValueError(f"repeats and batch must be >= 1, got repeats={repeats}, batch={batch}")
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
-    native = (
-        dev.type == "cuda"
-        and backend.HAS_TRITON
-        and not backend.is_interpreted(convert._to_float_nchw_kernel)
-    )
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    native = dev.type == "cuda" and backend.HAS_TRITON and not backend.is_interpreted(convert._to_float_nchw_kernel)
     if native:
         note = "Triton kernels compiled natively and timed against the torch reference and eager."
         name = torch.cuda.get_device_name(dev)
@@ -235,8 +242,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"device: {report['device']}\n{report['note']}")
-    print(f"{'op':<22}{'size':>11}{'triton ms':>11}{'GB/s':>8}{'ref ms':>10}{'GB/s':>8}"
-          f"{'eager ms':>10}{'GB/s':>8}{'x ref':>7}{'x eager':>8}")
+    print(f"{'op':<22}{'size':>11}{'triton ms':>11}{'GB/s':>8}{'ref ms':>10}{'GB/s':>8}{'eager ms':>10}{'GB/s':>8}{'x ref':>7}{'x eager':>8}")
     for r in report["results"]:
         print(
             f"{r['op']:<22}{r['size'][0]:>5}x{r['size'][1]:<5}"

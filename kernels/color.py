@@ -29,15 +29,15 @@ from kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
 from kernels.backend import jit, tile_grid, tl
 
 __all__ = [
+    "YCBCR_INVERSE_MATRIX",
     "YCBCR_MATRIX",
     "YCBCR_OFFSET",
-    "YCBCR_INVERSE_MATRIX",
+    "rgb_to_value",
+    "rgb_to_value_reference",
     "rgb_to_ycbcr",
     "rgb_to_ycbcr_reference",
     "ycbcr_to_rgb",
     "ycbcr_to_rgb_reference",
-    "rgb_to_value",
-    "rgb_to_value_reference",
 ]
 
 Matrix = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
@@ -73,18 +73,28 @@ def _color_affine_kernel(
     stride_c,
     stride_h,
     stride_w,
-    m00, m01, m02, m10, m11, m12, m20, m21, m22,
-    p0, p1, p2,
-    q0, q1, q2,
+    m00,
+    m01,
+    m02,
+    m10,
+    m11,
+    m12,
+    m20,
+    m21,
+    m22,
+    p0,
+    p1,
+    p2,
+    q0,
+    q1,
+    q2,
     tiles_w,
     tiles_per_image,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     # out_i = sum_j m_ij * (x_j - p_j) + q_i, per pixel; output contiguous N x 3 x H x W.
-    n, rows, cols, mask, offsets = tile_grid(
-        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
-    )
+    n, rows, cols, mask, offsets = tile_grid(tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W)
     src = src_ptr + offsets
     d0 = tl.load(src, mask=mask, other=0.0).to(tl.float32) - p0
     d1 = tl.load(src + stride_c, mask=mask, other=0.0).to(tl.float32) - p1
@@ -112,9 +122,7 @@ def _rgb_to_value_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    n, rows, cols, mask, offsets = tile_grid(
-        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
-    )
+    n, rows, cols, mask, offsets = tile_grid(tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W)
     src = src_ptr + offsets
     r = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(src + stride_c, mask=mask, other=0.0).to(tl.float32)
@@ -134,8 +142,21 @@ def _launch_color_affine(x: torch.Tensor, m: Matrix, pre: Vector, post: Vector) 
     g = backend.image_grid(n, h, w, kernel=kernel)
     with backend.launching(kernel, x.device):
         kernel[g.grid](
-            x, out, h, w, *x.stride(), *m[0], *m[1], *m[2], *pre, *post,
-            g.tiles_w, g.tiles_per_image, BLOCK_H=g.block_h, BLOCK_W=g.block_w, **backend.LAUNCH_OPTIONS,
+            x,
+            out,
+            h,
+            w,
+            *x.stride(),
+            *m[0],
+            *m[1],
+            *m[2],
+            *pre,
+            *post,
+            g.tiles_w,
+            g.tiles_per_image,
+            BLOCK_H=g.block_h,
+            BLOCK_W=g.block_w,
+            **backend.LAUNCH_OPTIONS,
         )
     return out
 
@@ -147,8 +168,16 @@ def _launch_rgb_to_value(x: torch.Tensor) -> torch.Tensor:
     g = backend.image_grid(n, h, w, kernel=kernel)
     with backend.launching(kernel, x.device):
         kernel[g.grid](
-            x, out, h, w, *x.stride(), g.tiles_w, g.tiles_per_image,
-            BLOCK_H=g.block_h, BLOCK_W=g.block_w, **backend.LAUNCH_OPTIONS,
+            x,
+            out,
+            h,
+            w,
+            *x.stride(),
+            g.tiles_w,
+            g.tiles_per_image,
+            BLOCK_H=g.block_h,
+            BLOCK_W=g.block_w,
+            **backend.LAUNCH_OPTIONS,
         )
     return out
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from kernels import backend, color, convert, stats, tiles
 
@@ -25,7 +26,7 @@ __all__ = ["CompiledKernel", "compile_kernels", "main"]
 
 # Scalar arguments that are floats; every other non-pointer, non-constexpr argument is i32.
 _FLOAT_ARGS = frozenset(
-    "m00 m01 m02 m10 m11 m12 m20 m21 m22 p0 p1 p2 q0 q1 q2 scale inv_ramp_y inv_ramp_x".split()
+    ["m00", "m01", "m02", "m10", "m11", "m12", "m20", "m21", "m22", "p0", "p1", "p2", "q0", "q1", "q2", "scale", "inv_ramp_y", "inv_ramp_x"]
 )
 _BLOCKS = {"BLOCK_H": 8, "BLOCK_W": 128}
 
@@ -38,10 +39,13 @@ _CASES: list[tuple[str, Any, dict[str, str], dict[str, int]]] = [
     ("color_affine/fp32", color._color_affine_kernel, {"src_ptr": "*fp32", "dst_ptr": "*fp32"}, {"stride_w": 1}),
     ("color_affine/bf16", color._color_affine_kernel, {"src_ptr": "*bf16", "dst_ptr": "*bf16"}, {}),
     ("rgb_to_value/fp16", color._rgb_to_value_kernel, {"src_ptr": "*fp16", "dst_ptr": "*fp16"}, {"H": 1, "W": 1}),
-    ("blend_tiles/fp32", tiles._blend_tiles_kernel,
-     {"tiles_ptr": "*fp32", "pos_ptr": "*i64", "out_ptr": "*fp32"}, {"stride_w": 1}),
-    ("blend_tiles/bf16-uniform-one-tile", tiles._blend_tiles_kernel,
-     {"tiles_ptr": "*bf16", "pos_ptr": "*i64", "out_ptr": "*bf16"}, {"ramp_y": 1, "ramp_x": 1, "T": 1}),
+    ("blend_tiles/fp32", tiles._blend_tiles_kernel, {"tiles_ptr": "*fp32", "pos_ptr": "*i64", "out_ptr": "*fp32"}, {"stride_w": 1}),
+    (
+        "blend_tiles/bf16-uniform-one-tile",
+        tiles._blend_tiles_kernel,
+        {"tiles_ptr": "*bf16", "pos_ptr": "*i64", "out_ptr": "*bf16"},
+        {"ramp_y": 1, "ramp_x": 1, "T": 1},
+    ),
     ("image_stats/fp32", stats._image_stats_kernel, {"src_ptr": "*fp32", "part_ptr": "*fp32"}, {"stride_w": 1}),
     ("image_stats/bf16-one-row", stats._image_stats_kernel, {"src_ptr": "*bf16", "part_ptr": "*fp32"}, {"H": 1}),
 ]

@@ -50,9 +50,7 @@ def _to_float_nchw_kernel(
     BLOCK_W: tl.constexpr,
 ):
     # One program per (image, BLOCK_H x BLOCK_W tile); the 1-D grid has no axis-size limits.
-    n, rows, cols, mask, offsets = tile_grid(
-        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
-    )
+    n, rows, cols, mask, offsets = tile_grid(tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W)
     src = src_ptr + offsets
     plane = H * W
     dst = dst_ptr + n.to(tl.int64) * 3 * plane + rows[:, None] * W + cols[None, :]
@@ -77,9 +75,7 @@ def _to_uint8_nhwc_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    n, rows, cols, mask, offsets = tile_grid(
-        tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W
-    )
+    n, rows, cols, mask, offsets = tile_grid(tl.program_id(0), H, W, stride_n, stride_h, stride_w, tiles_w, tiles_per_image, BLOCK_H, BLOCK_W)
     src = src_ptr + offsets
     dst = dst_ptr + n.to(tl.int64) * 3 * H * W + (rows[:, None] * W + cols[None, :]) * 3
     for c in tl.static_range(3):
@@ -101,8 +97,20 @@ def _launch_to_float_nchw(x: torch.Tensor, scale: float, dtype: torch.dtype) -> 
     sn, sh, sw, sc = x.stride()
     with backend.launching(kernel, x.device):
         kernel[g.grid](
-            x, out, h, w, sn, sh, sw, sc, scale, g.tiles_w, g.tiles_per_image,
-            BLOCK_H=g.block_h, BLOCK_W=g.block_w, **backend.LAUNCH_OPTIONS,
+            x,
+            out,
+            h,
+            w,
+            sn,
+            sh,
+            sw,
+            sc,
+            scale,
+            g.tiles_w,
+            g.tiles_per_image,
+            BLOCK_H=g.block_h,
+            BLOCK_W=g.block_w,
+            **backend.LAUNCH_OPTIONS,
         )
     return out
 
@@ -115,8 +123,19 @@ def _launch_to_uint8_nhwc(x: torch.Tensor) -> torch.Tensor:
     sn, sc, sh, sw = x.stride()
     with backend.launching(kernel, x.device):
         kernel[g.grid](
-            x, out, h, w, sn, sc, sh, sw, g.tiles_w, g.tiles_per_image,
-            BLOCK_H=g.block_h, BLOCK_W=g.block_w, **backend.LAUNCH_OPTIONS,
+            x,
+            out,
+            h,
+            w,
+            sn,
+            sc,
+            sh,
+            sw,
+            g.tiles_w,
+            g.tiles_per_image,
+            BLOCK_H=g.block_h,
+            BLOCK_W=g.block_w,
+            **backend.LAUNCH_OPTIONS,
         )
     return out
 
@@ -124,9 +143,7 @@ def _launch_to_uint8_nhwc(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- references
 
 
-def to_float_nchw_reference(
-    images: torch.Tensor, *, scale: float = DEFAULT_SCALE, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def to_float_nchw_reference(images: torch.Tensor, *, scale: float = DEFAULT_SCALE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Pure-torch specification of :func:`to_float_nchw` (no validation).
 
     Each value is ``float32(u8) * float32(scale)`` rounded to float32, then cast to ``dtype``.
@@ -157,9 +174,7 @@ def to_uint8_nhwc_reference(batch: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- public ops
 
 
-def to_float_nchw(
-    images: torch.Tensor, *, scale: float = DEFAULT_SCALE, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def to_float_nchw(images: torch.Tensor, *, scale: float = DEFAULT_SCALE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Convert uint8 images ``N x H x W x 3`` (or ``H x W x 3``) to float ``N x 3 x H x W``.
 
     Args:

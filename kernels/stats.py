@@ -210,8 +210,19 @@ def _launch_image_stats(x: torch.Tensor) -> torch.Tensor:
     m = YCBCR_MATRIX[0]
     with backend.launching(kernel, x.device):
         kernel[(n * blocks_h,)](
-            x, part, h, w, *x.stride(), m[0], m[1], m[2], YCBCR_OFFSET[0], blocks_h,
-            BLOCK_H=block_h, BLOCK_W=block_w, **backend.LAUNCH_OPTIONS,
+            x,
+            part,
+            h,
+            w,
+            *x.stride(),
+            m[0],
+            m[1],
+            m[2],
+            YCBCR_OFFSET[0],
+            blocks_h,
+            BLOCK_H=block_h,
+            BLOCK_W=block_w,
+            **backend.LAUNCH_OPTIONS,
         )
     # Fixed-order float64 reduction of the per-block partials: deterministic, no atomics.
     return _finalize(part.double().sum(dim=1), h, w)

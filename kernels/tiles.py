@@ -26,7 +26,7 @@ number of tiles, which is fine up to a few thousand tiles per image.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
@@ -36,15 +36,15 @@ from kernels.backend import KernelInputError, jit, tl
 
 __all__ = [
     "WEIGHTS",
-    "extract_tiles",
     "blend_tiles",
     "blend_tiles_reference",
-    "tile_starts",
+    "extract_tiles",
     "feather_ramp",
+    "tile_starts",
 ]
 
 WEIGHTS = ("feather", "uniform")
-IntPair = Union[int, Sequence[int]]
+IntPair = int | Sequence[int]
 
 
 # --------------------------------------------------------------------------- kernel
@@ -111,9 +111,7 @@ def _blend_tiles_kernel(
 # --------------------------------------------------------------------------- launcher
 
 
-def _launch_blend_tiles(
-    tiles: torch.Tensor, positions: torch.Tensor, out_hw: tuple[int, int], ramp: tuple[int, int]
-) -> torch.Tensor:
+def _launch_blend_tiles(tiles: torch.Tensor, positions: torch.Tensor, out_hw: tuple[int, int], ramp: tuple[int, int]) -> torch.Tensor:
     t, c, th, tw = tiles.shape
     h, w = out_hw
     out = torch.empty((c, h, w), dtype=tiles.dtype, device=tiles.device)
@@ -122,9 +120,24 @@ def _launch_blend_tiles(
     g = backend.image_grid(c, h, w, kernel=kernel)
     with backend.launching(kernel, tiles.device):
         kernel[g.grid](
-            tiles, pos, out, t, h, w, th, tw, *tiles.stride(), ramp[0], ramp[1],
-            1.0 / ramp[0], 1.0 / ramp[1],
-            g.tiles_w, g.tiles_per_image, BLOCK_H=g.block_h, BLOCK_W=g.block_w, **backend.LAUNCH_OPTIONS,
+            tiles,
+            pos,
+            out,
+            t,
+            h,
+            w,
+            th,
+            tw,
+            *tiles.stride(),
+            ramp[0],
+            ramp[1],
+            1.0 / ramp[0],
+            1.0 / ramp[1],
+            g.tiles_w,
+            g.tiles_per_image,
+            BLOCK_H=g.block_h,
+            BLOCK_W=g.block_w,
+            **backend.LAUNCH_OPTIONS,
         )
     return out
 
@@ -132,8 +145,7 @@ def _launch_blend_tiles(
 # --------------------------------------------------------------------------- references
 
 
-def feather_ramp(length: int, overlap: int, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> torch.Tensor:
+def feather_ramp(length: int, overlap: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
     """1-D feather weights ``min(i + 1, length - i, overlap + 1) / (overlap + 1)``.
 
     Computed as an exact integer ``min`` times ``1 / (overlap + 1)`` rounded to ``dtype``: the
@@ -159,14 +171,12 @@ def blend_tiles_reference(
     oy, ox = _pair(overlap)
     if weights == "uniform":
         oy = ox = 0
-    t, c, th, tw = tiles.shape
+    _t, c, th, tw = tiles.shape
     h, w = out_hw
     compute = torch.float64 if tiles.dtype == torch.float64 else torch.float32
     num = torch.zeros((c, h, w), dtype=compute, device=tiles.device)
     den = torch.zeros((h, w), dtype=compute, device=tiles.device)
-    weight = feather_ramp(th, oy, dtype=compute, device=tiles.device)[:, None] * feather_ramp(
-        tw, ox, dtype=compute, device=tiles.device
-    )[None, :]
+    weight = feather_ramp(th, oy, dtype=compute, device=tiles.device)[:, None] * feather_ramp(tw, ox, dtype=compute, device=tiles.device)[None, :]
     for k, (y, x) in enumerate(positions.tolist()):
         y0, y1, x0, x1 = max(y, 0), min(y + th, h), max(x, 0), min(x + tw, w)
         if y0 >= y1 or x0 >= x1:
@@ -213,9 +223,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [min(i * stride, length - tile) for i in range(count)]
 
 
-def extract_tiles(
-    image: torch.Tensor, tile: IntPair, overlap: IntPair = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_tiles(image: torch.Tensor, tile: IntPair, overlap: IntPair = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut ``image`` (``C x H x W``) into overlapping tiles covering every pixel.
 
     Args:
@@ -235,15 +243,11 @@ def extract_tiles(
             overlap that is negative or not smaller than the tile.
     """
     op = "extract_tiles"
-    check_tensor(
-        op, "image", image, dtypes=FLOAT_DTYPES + (torch.float64, torch.uint8), ndims=(3,), layout="C x H x W"
-    )
+    check_tensor(op, "image", image, dtypes=FLOAT_DTYPES + (torch.float64, torch.uint8), ndims=(3,), layout="C x H x W")
     th, tw = _check_pair(op, "tile", tile, minimum=1)
     oy, ox = _check_pair(op, "overlap", overlap, minimum=0)
     if oy >= th or ox >= tw:
-        raise KernelInputError(
-            op, f"overlap {(oy, ox)} must be smaller than tile {(th, tw)}; use a larger tile or a smaller overlap"
-        )
+        raise KernelInputError(op, f"overlap {(oy, ox)} must be smaller than tile {(th, tw)}; use a larger tile or a smaller overlap")
     c, h, w = image.shape
     ys, xs = tile_starts(h, th, oy), tile_starts(w, tw, ox)
     th, tw = min(th, h), min(tw, w)
@@ -297,14 +301,9 @@ def blend_tiles(
     if not isinstance(positions, torch.Tensor):
         raise KernelInputError(op, f"positions must be an integer torch.Tensor T x 2, got {type(positions).__name__}")
     if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
-        raise KernelInputError(
-            op, f"positions must have an integer dtype, got {str(positions.dtype).replace('torch.', '')}"
-        )
+        raise KernelInputError(op, f"positions must have an integer dtype, got {str(positions.dtype).replace('torch.', '')}")
     if positions.shape != (tiles.shape[0], 2):
-        raise KernelInputError(
-            op, f"positions must be T x 2 with T = {tiles.shape[0]} (one (y, x) per tile), "
-            f"got shape {tuple(positions.shape)}"
-        )
+        raise KernelInputError(op, f"positions must be T x 2 with T = {tiles.shape[0]} (one (y, x) per tile), got shape {tuple(positions.shape)}")
     if not isinstance(out_hw, (tuple, list, torch.Size)) or len(out_hw) != 2:
         raise KernelInputError(op, f"out_hw must be a (height, width) pair, got {out_hw!r}")
     h = check_int(op, "out_hw[0]", out_hw[0], minimum=0)
@@ -319,6 +318,4 @@ def blend_tiles(
         return torch.zeros((c, h, w), dtype=tiles.dtype, device=tiles.device)
     if backend.use_triton(tiles, kernel=_blend_tiles_kernel, op=op):
         return _launch_blend_tiles(tiles, positions, (h, w), (oy + 1, ox + 1))
-    return blend_tiles_reference(
-        tiles, positions.to(tiles.device), (h, w), overlap=(oy, ox), weights="feather"
-    )
+    return blend_tiles_reference(tiles, positions.to(tiles.device), (h, w), overlap=(oy, ox), weights="feather")

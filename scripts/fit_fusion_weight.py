@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     jb, j1 = WEIGHTS.index(best), WEIGHTS.index(1.0)
     print(f"held-out CBSD68 ({len(held)} images), PSNR dB:")
     for c in CONDITIONS:
-        print(f"  {c}: dct_denoise {held_t[c][:, 0].mean():.2f}  cnn_denoise x8 {held_t[c][:, j1].mean():.2f}  fusion (w={best:.1f}) {held_t[c][:, jb].mean():.2f}")
+        print(
+            f"  {c}: dct_denoise {held_t[c][:, 0].mean():.2f}  cnn_denoise x8 {held_t[c][:, j1].mean():.2f}  fusion (w={best:.1f}) {held_t[c][:, jb].mean():.2f}"
+        )
     return 0
 
 

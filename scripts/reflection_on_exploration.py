@@ -37,9 +37,7 @@ def pick(k: Knowledge, rec: Mapping[str, Any], parent: Mapping[str, Any], d: str
     """The node ``rule`` ends on for subtask ``d`` below ``parent``, and the tool calls it made."""
     prefix = parent["path"]
     outs = {
-        n["path"][-1][1]: n
-        for n in rec["nodes"]
-        if len(n["path"]) == len(prefix) + 1 and n["path"][:-1] == prefix and n["path"][-1][0] == d and "psnr" in n
+        n["path"][-1][1]: n for n in rec["nodes"] if len(n["path"]) == len(prefix) + 1 and n["path"][:-1] == prefix and n["path"][-1][0] == d and "psnr" in n
     }
     stats = k.tool_stats(d, parent["levels"].get(d, "high"))
     order = sorted(outs, key=lambda t: -k.tool_utility(stats.get(t)))

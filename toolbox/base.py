@@ -58,7 +58,7 @@ TOOLS: Registry[Tool] = Registry("tool")
 TOOL_INFO: dict[str, ToolInfo] = {}
 
 
-def register_tool(info: ToolInfo, factory) -> None:  # noqa: ANN001 - factory: () -> Tool | "module:Attr"
+def register_tool(info: ToolInfo, factory) -> None:
     """Register a tool factory together with its metadata."""
     check_degradation(info.degradation)
     if info.scale not in (1, 4):
@@ -79,11 +79,7 @@ def tools_for(degradation: str, *, include_manual: bool = False) -> list[str]:
     Tools tagged ``manual`` are left out unless ``include_manual`` is true.
     """
     check_degradation(degradation)
-    return [
-        name
-        for name, info in TOOL_INFO.items()
-        if info.degradation == degradation and (include_manual or "manual" not in info.tags)
-    ]
+    return [name for name, info in TOOL_INFO.items() if info.degradation == degradation and (include_manual or "manual" not in info.tags)]
 
 
 def run_on_rgb(tool: Tool, rgb: np.ndarray) -> np.ndarray:

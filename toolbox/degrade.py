@@ -126,10 +126,7 @@ def _check_image(img: np.ndarray) -> None:
     if not isinstance(img, np.ndarray):
         raise ValueError(f"expected a numpy array image, got {type(img).__name__}")
     if img.dtype != np.uint8:
-        raise ValueError(
-            f"expected a uint8 RGB image, got dtype {img.dtype}; convert with "
-            "(np.clip(x, 0, 1) * 255).round().astype(np.uint8) first"
-        )
+        raise ValueError(f"expected a uint8 RGB image, got dtype {img.dtype}; convert with (np.clip(x, 0, 1) * 255).round().astype(np.uint8) first")
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 RGB image, got shape {img.shape}")
     if img.shape[0] < 1 or img.shape[1] < 1:
@@ -138,9 +135,7 @@ def _check_image(img: np.ndarray) -> None:
 
 def _check_rng(rng: np.random.Generator) -> None:
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
-        )
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
 
 
 def _check_level(level: str | None) -> int | None:
@@ -172,9 +167,7 @@ def _cubic(x: np.ndarray) -> np.ndarray:
     absx = np.abs(x)
     absx2 = absx * absx
     absx3 = absx2 * absx
-    return (1.5 * absx3 - 2.5 * absx2 + 1.0) * (absx <= 1) + (-0.5 * absx3 + 2.5 * absx2 - 4.0 * absx + 2.0) * (
-        (absx > 1) & (absx <= 2)
-    )
+    return (1.5 * absx3 - 2.5 * absx2 + 1.0) * (absx <= 1) + (-0.5 * absx3 + 2.5 * absx2 - 4.0 * absx + 2.0) * ((absx > 1) & (absx <= 2))
 
 
 def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = True) -> np.ndarray:
@@ -507,9 +500,7 @@ if set(_DRAW) != set(DEGRADATIONS) or set(_APPLY) != set(DEGRADATIONS):  # pragm
 # --------------------------------------------------------------------------------------------
 
 
-def degrade(
-    img: np.ndarray, name: str, rng: np.random.Generator, *, level: str | None = None
-) -> tuple[np.ndarray, dict]:
+def degrade(img: np.ndarray, name: str, rng: np.random.Generator, *, level: str | None = None) -> tuple[np.ndarray, dict]:
     """Apply one degradation to an RGB ``uint8`` image.
 
     Args:
@@ -596,5 +587,3 @@ def degrade_chain(
         out, p = degrade(out, n, rng, level=level)
         all_params.append(p)
     return out, all_params
-
-

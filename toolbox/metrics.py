@@ -122,8 +122,7 @@ def score(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         if (oh, ow) != (rh, rw):
             if (oh * 4, ow * 4) != (rh, rw):
                 raise ValueError(
-                    f"output is {oh}x{ow} but the reference is {rh}x{rw}: only equal sizes or an output "
-                    "exactly 4x smaller (upscaled x4 bicubic) can be scored"
+                    f"output is {oh}x{ow} but the reference is {rh}x{rw}: only equal sizes or an output exactly 4x smaller (upscaled x4 bicubic) can be scored"
                 )
             out = bicubic_resize(output, 4)
             if np.issubdtype(out.dtype, np.floating):

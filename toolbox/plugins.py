@@ -173,11 +173,11 @@ def _infer_format(file: Path, entry: str, path: Path) -> str:
             file,
             entry,
             f"{path.name} looks like a pickle checkpoint ({suffix}), which is never loaded because unpickling runs code; "
-            f"{_EXPORT_HOWTO} (if it is in fact a TorchScript archive, set format = \"torchscript\")",
+            f'{_EXPORT_HOWTO} (if it is in fact a TorchScript archive, set format = "torchscript")',
         )
     if suffix == ".safetensors":
         raise PluginError(file, entry, f"{path.name} holds weights only, not a network; {_EXPORT_HOWTO}")
-    raise PluginError(file, entry, f"cannot tell the format of {path.name} from its suffix; set format = \"torchscript\" or \"export\"")
+    raise PluginError(file, entry, f'cannot tell the format of {path.name} from its suffix; set format = "torchscript" or "export"')
 
 
 def _parse_entry(file: Path, index: int, raw: Any) -> PluginSpec:
@@ -199,7 +199,9 @@ def _parse_entry(file: Path, index: int, raw: Any) -> PluginSpec:
         want = _FIELDS[key]
         # bool is an int subclass in Python; a TOML `true` is never a valid scale.
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise PluginError(file, label, f"{key} must be a TOML {'integer' if want is int else 'string' if want is str else 'array'}, got {type(value).__name__} {value!r}")
+            raise PluginError(
+                file, label, f"{key} must be a TOML {'integer' if want is int else 'string' if want is str else 'array'}, got {type(value).__name__} {value!r}"
+            )
     name = raw["name"].strip()
     if not name or any(c.isspace() for c in name):
         raise PluginError(file, label, f"name {raw['name']!r} must be non-empty without spaces")
@@ -309,11 +311,11 @@ def check_model_file(spec: PluginSpec) -> None:
                 f"{spec.path.name} was written by torch.save (a pickle), which is never loaded because unpickling runs code; {_EXPORT_HOWTO}",
             )
         if spec.format == "torchscript" and not is_script:
-            other = " (it is a torch.export archive: set format = \"export\")" if is_export else ""
+            other = ' (it is a torch.export archive: set format = "export")' if is_export else ""
             raise PluginError(spec.source, spec.entry, f"{spec.path.name} is not a TorchScript archive{other}; {_EXPORT_HOWTO}")
         if spec.format == "export":
             if not is_export:
-                other = " (it is a TorchScript archive: set format = \"torchscript\")" if is_script else ""
+                other = ' (it is a TorchScript archive: set format = "torchscript")' if is_script else ""
                 raise PluginError(spec.source, spec.entry, f"{spec.path.name} is not a torch.export archive{other}; {_EXPORT_HOWTO}")
             _check_export_archive(spec, zf)
 
@@ -353,7 +355,7 @@ def _check_export_archive(spec: PluginSpec, zf: zipfile.ZipFile) -> None:
             if payload:
                 try:
                     torch.load(io.BytesIO(payload), weights_only=True)
-                except Exception:  # noqa: BLE001 - any failure means torch would retry with full pickle
+                except Exception:
                     raise bad("sample inputs that are not plain tensors") from None
 
 
@@ -364,7 +366,7 @@ def _resolve_device(spec: PluginSpec) -> str:
     if spec.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if spec.device == "cuda" and not torch.cuda.is_available():
-        raise PluginError(spec.source, spec.entry, "device = \"cuda\" but CUDA is not available here; use device = \"auto\" or \"cpu\"")
+        raise PluginError(spec.source, spec.entry, 'device = "cuda" but CUDA is not available here; use device = "auto" or "cpu"')
     return spec.device
 
 
@@ -398,7 +400,7 @@ class PluginTool:
                 self._model = program.module().to(self.device)
         except PluginError:
             raise
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for a broken archive
+        except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PluginError(spec.source, spec.entry, f"cannot load {spec.path.name} as {spec.format}: {reason}") from exc
         log.info("plugin.loaded", tool=self.name, path=str(spec.path), format=spec.format, device=self.device)
@@ -418,7 +420,7 @@ class PluginTool:
                     # A model exported with a static batch of 1 refuses larger batches: go one by one.
                     self._per_image = True
             return torch.cat([self._model(x[i : i + 1]) for i in range(x.shape[0])])
-        except Exception as exc:  # noqa: BLE001 - a user model may raise anything
+        except Exception as exc:
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
             hint = ""
             if self.spec.format == "export" and ("Guard" in text or "size" in text.lower()):
@@ -471,7 +473,7 @@ class PluginTool:
 # --------------------------------------------------------------------------- registration
 
 
-def _factory(spec: PluginSpec):  # noqa: ANN202 - () -> PluginTool
+def _factory(spec: PluginSpec):
     def build() -> PluginTool:
         return PluginTool(spec)
 
@@ -578,4 +580,3 @@ def plugin_table(names: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
         if info.kind == "plugin" and (names is None or name in names):
             rows.append({"name": name, "degradation": info.degradation, "scale": info.scale, "description": info.description, "tags": list(info.tags)})
     return rows
-

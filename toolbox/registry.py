@@ -94,6 +94,6 @@ class Registry(Generic[T]):
         if isinstance(factory, str):
             module, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module), attr)
-        instance = factory()  # type: ignore[operator]
+        instance = factory()
         self._instances[name] = instance
         return instance

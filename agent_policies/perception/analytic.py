@@ -76,10 +76,7 @@ class CalibrationError(ValueError):
     def __init__(self, path: Path, reason: str) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(
-            f"perception calibration {path}: {reason}; retrain it with `{RETRAIN_COMMAND}` "
-            f"(writes {DEFAULT_CALIBRATION.name} and {WEIGHTS_NAME})"
-        )
+        super().__init__(f"perception calibration {path}: {reason}; retrain it with `{RETRAIN_COMMAND}` (writes {DEFAULT_CALIBRATION.name} and {WEIGHTS_NAME})")
 
 
 @dataclass(frozen=True)
@@ -258,18 +255,13 @@ def predict_from_features(models: dict, features: dict[str, float]) -> dict[str,
 
 def _check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(images, np.ndarray):
-        raise ValueError(
-            "images must be a sequence of H x W x 3 arrays, not one array; wrap a single image in a list"
-        )
+        raise ValueError("images must be a sequence of H x W x 3 arrays, not one array; wrap a single image in a list")
     out = []
     for i, img in enumerate(images):
         if not isinstance(img, np.ndarray):
             raise ValueError(f"image {i}: expected a numpy array, got {type(img).__name__}")
         if img.dtype != np.uint8:
-            raise ValueError(
-                f"image {i}: expected dtype uint8 (RGB 0..255), got {img.dtype}; "
-                "convert with (np.clip(x, 0, 1) * 255).round().astype(np.uint8)"
-            )
+            raise ValueError(f"image {i}: expected dtype uint8 (RGB 0..255), got {img.dtype}; convert with (np.clip(x, 0, 1) * 255).round().astype(np.uint8)")
         if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
             raise ValueError(f"image {i}: expected a non-empty H x W x 3 RGB array, got shape {img.shape}")
         out.append(np.ascontiguousarray(img))

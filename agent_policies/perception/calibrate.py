@@ -49,7 +49,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from agent_policies.perception.features import GROUPS, compute_features, feature_names
-from toolbox.splits import split_images  # noqa: F401 - re-exported (the split perception is fitted on)
+from toolbox.splits import split_images
 from toolbox.vocab import DEGRADATIONS, LEVELS
 
 DEFAULT_OUT = Path(__file__).with_name("analytic_calibration.json")
@@ -147,7 +147,7 @@ def _samples_for(args: tuple[str, int, int, bool, tuple[str, ...]]) -> list[dict
             deg, params = degrade_chain(img, names, rng, levels=levels)
         else:
             deg, params = img, []
-        labels = {d: 0 for d in DEGRADATIONS}
+        labels = dict.fromkeys(DEGRADATIONS, 0)
         for p in params:
             labels[p["name"]] = label_from_params(p)
         out.append({"kind": kind, "tag": tag, "image": index, "labels": labels, "features": compute_features(deg, groups)})
@@ -167,9 +167,7 @@ def _samples_for(args: tuple[str, int, int, bool, tuple[str, ...]]) -> list[dict
             names = [str(x) for x in rng.choice(others, size=k, replace=False)]
             if rng.random() < 0.3:
                 names[-1] = "low_resolution"
-            levels: list[str | None] = [
-                None if rng.random() < 0.3 else str(LEVELS[int(rng.integers(1, 5))]) for _ in names
-            ]
+            levels: list[str | None] = [None if rng.random() < 0.3 else str(LEVELS[int(rng.integers(1, 5))]) for _ in names]
             add("mix", names, levels, "+".join(names))
     return out
 
@@ -271,9 +269,7 @@ def _head_logit(head: tuple[np.ndarray, np.ndarray, np.ndarray, float], xs: np.n
     return np.tanh(xs @ w1 + b1) @ w2 + b2
 
 
-def tune_presence_bias(
-    rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int = 0, folds: int = 2
-) -> dict[str, float]:
+def tune_presence_bias(rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int = 0, folds: int = 2) -> dict[str, float]:
     """Per degradation, the logit offset for the presence head (``level >= medium``).
 
     Chosen by cross-validation over *images* of the fit set (out-of-fold predictions of the
@@ -309,9 +305,7 @@ def tune_presence_bias(
     return out
 
 
-def fit_models(
-    rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int = 0, offsets: dict[str, float] | None = None
-) -> dict:
+def fit_models(rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int = 0, offsets: dict[str, float] | None = None) -> dict:
     """Fit one cumulative model (a head per ``level >= k``) per degradation.
 
     Returns the in-memory models of :func:`agent_policies.perception.analytic.write_calibration`.
@@ -385,9 +379,7 @@ def evaluate(models: dict, rows: list[dict]) -> dict:
         report["clean_false_present"][deg] = float(cfp)
         print(f"{deg:15s} {acc:8.3f} {prec:6.3f} {rec:6.3f} {f'{tp}/{fp}/{fn}':>12s} | {ex:6.3f} {near:6.3f} | {cfp:.3f}")
     # whole-combination exact match of the present set
-    exact_sets = np.mean(
-        [all((preds[i][d][0] >= 2) == (rows[i]["labels"][d] >= 2) for d in DEGRADATIONS) for i in combo_idx]
-    )
+    exact_sets = np.mean([all((preds[i][d][0] >= 2) == (rows[i]["labels"][d] >= 2) for d in DEGRADATIONS) for i in combo_idx])
     report["combination_set_exact"] = float(exact_sets)
     print(f"group combinations with exactly the right set of present degradations: {exact_sets:.3f}")
     return report
@@ -414,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--weights-out", type=Path, default=None, help="safetensors weights to write (default: next to --out, see default_weights_path)")
     ap.add_argument("--seed", type=int, default=20250101)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--cache", type=Path, default=None, help="pickle of computed features (read if present, else written; extended when it lacks a feature group)")
+    ap.add_argument(
+        "--cache", type=Path, default=None, help="pickle of computed features (read if present, else written; extended when it lacks a feature group)"
+    )
     ap.add_argument("--l2", type=float, default=L2, help="weight decay of the heads")
     ap.add_argument("--hidden", type=int, default=HIDDEN, help="hidden units per head")
     args = ap.parse_args(argv)

@@ -90,9 +90,7 @@ class _Prepared:
         self.height, self.width = int(img.shape[0]), int(img.shape[1])
         h, w = self.height, self.width
         if h < MIN_SIDE or w < MIN_SIDE:
-            img = cv2.copyMakeBorder(
-                img, 0, max(0, MIN_SIDE - h), 0, max(0, MIN_SIDE - w), cv2.BORDER_REPLICATE
-            )
+            img = cv2.copyMakeBorder(img, 0, max(0, MIN_SIDE - h), 0, max(0, MIN_SIDE - w), cv2.BORDER_REPLICATE)
             h, w = img.shape[:2]
         self.img = img
         # Centre crop for texture features; offsets are multiples of 8 to keep the JPEG grid.

@@ -142,7 +142,13 @@ class OnlineExperience:
             self._set_aside("not a current agentir online-experience file")
             return
         for k, v in list(obj["entries"].items())[-MAX_ENTRIES:]:
-            if isinstance(k, str) and isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in v) and v[0] <= v[1]:
+            if (
+                isinstance(k, str)
+                and isinstance(v, list)
+                and len(v) == 2
+                and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in v)
+                and v[0] <= v[1]
+            ):
                 self._entries[k] = [float(v[0]), min(float(v[1]), ENTRY_CAP)]
 
     def _set_aside(self, reason: str) -> None:
@@ -159,7 +165,9 @@ class OnlineExperience:
 _CONFIG: dict[str, Any] = {}
 
 
-def configure(state: str | os.PathLike[str] | None = None, *, learn: bool = True, freeze: bool = False, knowledge: str | os.PathLike[str] | None = None) -> None:
+def configure(
+    state: str | os.PathLike[str] | None = None, *, learn: bool = True, freeze: bool = False, knowledge: str | os.PathLike[str] | None = None
+) -> None:
     """Set how ``experience`` planners built from now on learn: ``state`` is the file the online
     counts persist to (``None``: none), ``freeze`` reads it without updating it. ``knowledge``
     replaces the knowledge file. Drops the cached planner so the next job uses the new settings."""

@@ -108,7 +108,9 @@ class LLMPlanner(BasePlanner):
         url = url or env.get("AGENTIR_LLM_URL", "")
         model = model or env.get("AGENTIR_LLM_MODEL", "")
         if not url:
-            raise LLMConfigError("the llm planner has no endpoint: set AGENTIR_LLM_URL (e.g. http://127.0.0.1:8000/v1) and AGENTIR_LLM_MODEL, or use --policy experience")
+            raise LLMConfigError(
+                "the llm planner has no endpoint: set AGENTIR_LLM_URL (e.g. http://127.0.0.1:8000/v1) and AGENTIR_LLM_MODEL, or use --policy experience"
+            )
         if not url.startswith(("http://", "https://")):
             raise LLMConfigError(f"LLM endpoint {url!r} is not an http(s) URL; set AGENTIR_LLM_URL to e.g. http://127.0.0.1:8000/v1")
         if not model:
@@ -154,7 +156,11 @@ class LLMPlanner(BasePlanner):
             lines += ["Experience from self-exploration:", knowledge.describe(subtasks), ""]
         present = ", ".join(f"{d} ({str(context.levels.get(d, 'unknown')).replace('_', ' ')})" for d in subtasks)
         lines.append(f"This image has: {present}.")
-        lines.append('Give the order in which to remove them as {"order": [' + ", ".join(f'"{d}"' for d in sorted(subtasks)) + "]} rearranged, first to run first, each name exactly once.")
+        lines.append(
+            'Give the order in which to remove them as {"order": ['
+            + ", ".join(f'"{d}"' for d in sorted(subtasks))
+            + "]} rearranged, first to run first, each name exactly once."
+        )
         return "\n".join(lines)
 
     def _ask(self, subtasks: Sequence[str], context: PlanContext) -> list[str]:

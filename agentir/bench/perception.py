@@ -108,7 +108,7 @@ def true_levels(item: Mapping[str, Any]) -> dict[str, int]:
     params = item.get("params")
     if not isinstance(params, list) or len(params) != len(item.get("degradations", [])):
         raise BenchItemError(item_id(item), "manifest item has no drawn parameters per degradation; rebuild the benchmark with `agentir degrade`")
-    out = {d: 0 for d in DEGRADATIONS}
+    out = dict.fromkeys(DEGRADATIONS, 0)
     try:
         for p in params:
             out[p["name"]] = label_from_params(p)
@@ -200,7 +200,9 @@ def _collect(data_dirs: Sequence[str], split: str, clean_root: str, limit: int |
 
     fps = fit_fingerprints(clean_root)
     if fps is None:
-        _err(f"warning: {clean_root} has no CBSD68/McMaster/Set5 folders, so the held-out split cannot be checked; every image counts as held out (pass --clean-root to check)")
+        _err(
+            f"warning: {clean_root} has no CBSD68/McMaster/Set5 folders, so the held-out split cannot be checked; every image counts as held out (pass --clean-root to check)"
+        )
     chosen: list[tuple[Path, dict]] = []
     fit_items: list[str] = []
     fit_sources: set[str] = set()
@@ -216,7 +218,9 @@ def _collect(data_dirs: Sequence[str], split: str, clean_root: str, limit: int |
                 try:
                     seen[src] = fps.get(_fingerprint(read_rgb(path)))
                 except (ValueError, OSError) as exc:
-                    raise BenchItemError(item_id(it), f"cannot read the clean reference {path} ({exc}); rebuild the benchmark with `agentir degrade`", path) from None
+                    raise BenchItemError(
+                        item_id(it), f"cannot read the clean reference {path} ({exc}); rebuild the benchmark with `agentir degrade`", path
+                    ) from None
             if fps is not None and seen[src] is not None:
                 fit_items.append(item_id(it))
                 fit_sources.add(f"{src} (= fit image {seen[src]})")
@@ -239,7 +243,9 @@ def _collect(data_dirs: Sequence[str], split: str, clean_root: str, limit: int |
         verb = "dropped" if split == "held-out" else "KEPT (numbers are optimistic)"
         _err(f"warning: {len(fit_items)} items come from {len(fit_sources)} images the calibration was fitted on; {verb}")
     if not chosen:
-        raise BenchError("no held-out images left to score: every item is a calibration fit image; build the benchmark from other images (e.g. the last 34 of CBSD68) or pass --split all")
+        raise BenchError(
+            "no held-out images left to score: every item is a calibration fit image; build the benchmark from other images (e.g. the last 34 of CBSD68) or pass --split all"
+        )
     return chosen, info
 
 
@@ -260,8 +266,8 @@ def measure_speed(policy: Any, image: np.ndarray, repeats: int = 10) -> dict[str
     out: dict[str, Any] = {}
     for size in SPEED_SIZES:
         img = np.ascontiguousarray(cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC))
-        row: dict[str, Any] = {"perceive": _time_ms(lambda: policy.perceive([img]), repeats)}
-        rates = {d: _time_ms(lambda d=d: policy.rate([img], d), max(1, repeats // 2)) for d in DEGRADATIONS}
+        row: dict[str, Any] = {"perceive": _time_ms(lambda img=img: policy.perceive([img]), repeats)}
+        rates = {d: _time_ms(lambda d=d, img=img: policy.rate([img], d), max(1, repeats // 2)) for d in DEGRADATIONS}
         slow = max(rates, key=lambda d: rates[d]["median_ms"])
         row["rate_mean_median_ms"] = round(float(np.mean([r["median_ms"] for r in rates.values()])), 2)
         row["rate_slowest"] = {"degradation": slow, **rates[slow]}
@@ -336,11 +342,7 @@ def evaluate(policy: Any, items: Sequence[tuple[Path, dict]], progress: bool = T
                 "set_exact": float(np.mean([_set_exact(r) for r in sub])),
                 # per degradation truly present in this combination: how often it is seen
                 "recall": {d: presence_stats([r["truth"][d] for r in sub], [r["pred"][d] for r in sub])["recall"] for d in present},
-                "false_present": {
-                    d: v
-                    for d in DEGRADATIONS
-                    if d not in present and (v := float(np.mean([r["pred"][d] >= PRESENT for r in sub]))) > 0
-                },
+                "false_present": {d: v for d in DEGRADATIONS if d not in present and (v := float(np.mean([r["pred"][d] >= PRESENT for r in sub]))) > 0},
             }
         results["mixed"] = {
             "n": len(mixed),
@@ -383,7 +385,12 @@ def _model_info(policy: Any) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return {"calibration": str(path)}
     w = doc.get("weights") if isinstance(doc, dict) else None
-    return {"calibration": str(path), "weights": w.get("file") if isinstance(w, dict) else None, "weights_sha256": w.get("sha256") if isinstance(w, dict) else None, "seed": doc.get("seed")}
+    return {
+        "calibration": str(path),
+        "weights": w.get("file") if isinstance(w, dict) else None,
+        "weights_sha256": w.get("sha256") if isinstance(w, dict) else None,
+        "seed": doc.get("seed"),
+    }
 
 
 def _set_exact(r: Mapping[str, Any]) -> bool:
@@ -417,7 +424,10 @@ def format_tables(report: Mapping[str, Any]) -> str:
         for d, s in m["presence"].items():
             lines.append(f"{d:15s} {_f(s['acc']):>6s} {_f(s['precision']):>6s} {_f(s['recall']):>6s} {s['tp']:5d} {s['fp']:5d} {s['fn']:5d} {s['tn']:5d}")
         lines.append(f"{'mean':15s} {_f(m['presence_acc_mean']):>6s}   (min {_f(m['presence_acc_min'])}); whole present-set right: {_f(m['set_exact'])}")
-        lines.append("  " + "; ".join(f"group {g}: presence acc {_f(v['presence_acc_mean'])}, set right {_f(v['set_exact'])} (n={v['n']})" for g, v in m["groups"].items()))
+        lines.append(
+            "  "
+            + "; ".join(f"group {g}: presence acc {_f(v['presence_acc_mean'])}, set right {_f(v['set_exact'])} (n={v['n']})" for g, v in m["groups"].items())
+        )
         if m.get("combos"):
             lines.append("per combination: set right; recall of each present degradation; false 'present' rates")
             for c, v in m["combos"].items():
@@ -427,11 +437,15 @@ def format_tables(report: Mapping[str, Any]) -> str:
     s = res.get("singles")
     if s:
         lines.append(f"\nsingle degradations ({s['n']} images): exact level on each degradation's own images; confusion rows = true level")
-        lines.append(f"{'degradation':15s} {'n':>4s} {'exact':>6s} {'+-1':>6s} {'pres':>6s} {'FP-oth':>6s} | confusion (true vl/l/m/h/vh -> predicted vl l m h vh)")
+        lines.append(
+            f"{'degradation':15s} {'n':>4s} {'exact':>6s} {'+-1':>6s} {'pres':>6s} {'FP-oth':>6s} | confusion (true vl/l/m/h/vh -> predicted vl l m h vh)"
+        )
         for d, st in s["per_degradation"].items():
             cm = st["confusion"]
             rows = " ".join("[" + ",".join(f"{v}" for v in row) + "]" for row in cm)
-            lines.append(f"{d:15s} {st['n_own']:4d} {_f(st['exact']):>6s} {_f(st['within_one']):>6s} {_f(st['presence_acc']):>6s} {_f(st['false_present_on_others']):>6s} | {rows}")
+            lines.append(
+                f"{d:15s} {st['n_own']:4d} {_f(st['exact']):>6s} {_f(st['within_one']):>6s} {_f(st['presence_acc']):>6s} {_f(st['false_present_on_others']):>6s} | {rows}"
+            )
         lines.append(f"{'mean':15s} {'':4s} {_f(s['exact_mean']):>6s}")
         lines.append("FP-oth: how often the degradation is called present on the other degradations' single images; worst causes:")
         for d, st in s["per_degradation"].items():
@@ -464,10 +478,21 @@ def format_tables(report: Mapping[str, Any]) -> str:
 
 def build_parser(prog: str = "agentir bench perception") -> argparse.ArgumentParser:
     """The ``agentir bench perception`` argument parser."""
-    p = argparse.ArgumentParser(prog=prog, description="Score a perception policy on benchmark folders built by `agentir degrade` (held-out images only by default).")
+    p = argparse.ArgumentParser(
+        prog=prog, description="Score a perception policy on benchmark folders built by `agentir degrade` (held-out images only by default)."
+    )
     p.add_argument("data_dirs", nargs="+", metavar="DATA", help="benchmark folder(s) with manifest.json: group combinations and/or --levels singles")
-    p.add_argument("--split", choices=["held-out", "all"], default="held-out", help="held-out (default): drop items whose clean image the calibration was fitted on; all: keep them (flagged)")
-    p.add_argument("--clean-root", default=os.environ.get("AGENTIR_CLEAN_ROOT", DEFAULT_CLEAN_ROOT), help="folder with CBSD68/, McMaster/, Set5/ used to recognise fit images")
+    p.add_argument(
+        "--split",
+        choices=["held-out", "all"],
+        default="held-out",
+        help="held-out (default): drop items whose clean image the calibration was fitted on; all: keep them (flagged)",
+    )
+    p.add_argument(
+        "--clean-root",
+        default=os.environ.get("AGENTIR_CLEAN_ROOT", DEFAULT_CLEAN_ROOT),
+        help="folder with CBSD68/, McMaster/, Set5/ used to recognise fit images",
+    )
     p.add_argument("--perception", default="analytic", help="perception policy (default analytic)")
     p.add_argument("--out", default=None, metavar="FILE", help="JSON report (default <first DATA>/bench/perception.json)")
     p.add_argument("--limit-per-combo", type=int, default=None, metavar="N", help="only the first N images of each combination / level")

@@ -253,7 +253,8 @@ def _trace_summary(rec: Mapping[str, Any], trace: Mapping[str, Any] | None) -> d
     out["planned"] = " > ".join(trace.get("plan") or []) or "-"
     out["done"] = " > ".join(trace.get("done") or []) or "-"
     out["tried"] = [
-        f"{s.get('subtask')}: {s.get('tool')} -> {s.get('level') or 'not rated'} ({s.get('verdict') or 'unjudged'})" + (f" error: {s['error']}" if s.get("error") else "")
+        f"{s.get('subtask')}: {s.get('tool')} -> {s.get('level') or 'not rated'} ({s.get('verdict') or 'unjudged'})"
+        + (f" error: {s['error']}" if s.get("error") else "")
         for s in trace.get("steps") or []
     ]
     out["rolled_back"] = [
@@ -380,9 +381,9 @@ def _samples_html(run: Mapping[str, Any], out_dir: Path, data_dir: Path, samples
                     _write_bytes(out_dir / img_rel, data)
                 except (OSError, ValueError) as exc:
                     log.warning("bench.thumb_failed", item=iid, policy=p, error=str(exc))
-            caption = (
-                f"{r['psnr']:.2f} dB / {r['ssim']:.4f}" if r.get("psnr") is not None else "<span class='err'>not scored</span>"
-            ) + (f"<br>{r['tool_calls']} calls, {r['rollbacks']} rollbacks, {r['seconds']:.1f} s" if POLICIES[p].restores else "")
+            caption = (f"{r['psnr']:.2f} dB / {r['ssim']:.4f}" if r.get("psnr") is not None else "<span class='err'>not scored</span>") + (
+                f"<br>{r['tool_calls']} calls, {r['rollbacks']} rollbacks, {r['seconds']:.1f} s" if POLICIES[p].restores else ""
+            )
             trace = _read_json(out_dir / r["trace"]) if r.get("trace") else None
             s = _trace_summary(r, trace)
             lines = [f"<li>status: {_esc(s['status'])}</li>"]
@@ -449,7 +450,25 @@ def write_report(run: Mapping[str, Any], out_dir: str | Path, data_dir: str | Pa
         for k, st in summary["combos"][p].items():
             rows.append(["combo", k, p, *(st[c] for c in head[3:])])
     _write_text(out / "results.csv", _csv_text(head, rows))
-    ihead = ["policy", "id", "group", "combo", "psnr", "ssim", "seconds", "tool_calls", "rollbacks", "status", "rescaled", "perceived", "plan", "done", "trace", "output", "error"]
+    ihead = [
+        "policy",
+        "id",
+        "group",
+        "combo",
+        "psnr",
+        "ssim",
+        "seconds",
+        "tool_calls",
+        "rollbacks",
+        "status",
+        "rescaled",
+        "perceived",
+        "plan",
+        "done",
+        "trace",
+        "output",
+        "error",
+    ]
     irows = [[r.get(c) if not isinstance(r.get(c), list) else "+".join(r[c]) for c in ihead] for r in run["records"]]
     _write_text(out / "images.csv", _csv_text(ihead, irows))
     _write_text(out / "results.md", format_markdown(summary, policies))
@@ -465,14 +484,14 @@ def write_report(run: Mapping[str, Any], out_dir: str | Path, data_dir: str | Pa
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>agentir benchmark</title><style>{_CSS}</style></head><body>
 <h1>agentir benchmark</h1>
-<p>{_esc(when)} &middot; {len(run['items'])} images &middot; groups {_esc(', '.join(run['groups']))} &middot; data {_esc(meta['data_dir'])}<br>
+<p>{_esc(when)} &middot; {len(run["items"])} images &middot; groups {_esc(", ".join(run["groups"]))} &middot; data {_esc(meta["data_dir"])}<br>
 <code>{_esc(command)}</code></p>
-<p>{_esc(meta['protocol'])}. Seconds are wall clock per job; with several workers jobs share the machine.
-Failed jobs are scored on their input; {_esc(meta['scoring_note'])}.</p>
+<p>{_esc(meta["protocol"])}. Seconds are wall clock per job; with several workers jobs share the machine.
+Failed jobs are scored on their input; {_esc(meta["scoring_note"])}.</p>
 <ul>{pol_list}</ul>
-<h2>Per group</h2>{_html_stats_table(summary, policies, 'group')}
-<div class="charts">{''.join(f"<img src='{c}' alt='{c}'>" for c in charts)}</div>
-<h2>Per combination</h2>{_html_stats_table(summary, policies, 'combo')}
+<h2>Per group</h2>{_html_stats_table(summary, policies, "group")}
+<div class="charts">{"".join(f"<img src='{c}' alt='{c}'>" for c in charts)}</div>
+<h2>Per combination</h2>{_html_stats_table(summary, policies, "combo")}
 <h2>Samples ({samples_per_combo} per combination): input, each policy's output, reference</h2>
 {samples}
 </body></html>

@@ -152,15 +152,31 @@ POLICIES: dict[str, PolicySpec] = {
     p.name: p
     for p in (
         PolicySpec(name="input", planner=None, description="the degraded input itself, no restoration"),
-        PolicySpec(name="default", planner="experience", description="the agent: experience planner, first-success reflection, rollback of steps that did not help"),
-        PolicySpec(name="paper", planner="experience", options={"reflection": "threshold", "rollback": True, "keep_improved": False}, description="experience planner with the paper's reflection: accept only very_low early, roll back on every failure"),
-        PolicySpec(name="rules", planner="rules", options={"reflection": "threshold", "rollback": True, "keep_improved": False}, description="the Foundation's agent: the paper's precedence rules and reflection"),
+        PolicySpec(
+            name="default", planner="experience", description="the agent: experience planner, first-success reflection, rollback of steps that did not help"
+        ),
+        PolicySpec(
+            name="paper",
+            planner="experience",
+            options={"reflection": "threshold", "rollback": True, "keep_improved": False},
+            description="experience planner with the paper's reflection: accept only very_low early, roll back on every failure",
+        ),
+        PolicySpec(
+            name="rules",
+            planner="rules",
+            options={"reflection": "threshold", "rollback": True, "keep_improved": False},
+            description="the Foundation's agent: the paper's precedence rules and reflection",
+        ),
         PolicySpec(name="random", planner="random", description="random subtask and tool order"),
         PolicySpec(name="fixed", planner="fixed", description="one fixed subtask order for every image"),
         PolicySpec(name="llm", planner="llm", description="a language model orders the subtasks (needs AGENTIR_LLM_URL / AGENTIR_LLM_MODEL)"),
-        PolicySpec(name="no-reflection", planner="experience", options={"reflection": "none"}, description="experience planner, first tool output taken unjudged"),
+        PolicySpec(
+            name="no-reflection", planner="experience", options={"reflection": "none"}, description="experience planner, first tool output taken unjudged"
+        ),
         PolicySpec(name="no-rollback", planner="experience", options={"rollback": False}, description="experience planner, never backtracks"),
-        PolicySpec(name="allinone", planner=None, tool="allinone", description="one all-in-one network on every image (no agent); needs the learned allinone tool"),
+        PolicySpec(
+            name="allinone", planner=None, tool="allinone", description="one all-in-one network on every image (no agent); needs the learned allinone tool"
+        ),
         PolicySpec(name="random-gt", planner="random", ground_truth=True, description="random order of the true degradations (no perception)"),
     )
 }
@@ -239,7 +255,9 @@ def open_benchmark(data_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], st
     if not isinstance(manifest, dict) or not isinstance(manifest.get("items"), list):
         raise BenchError(f"{path} has no list of items; it is not an agentir benchmark manifest")
     if manifest.get("version") != MANIFEST_VERSION:
-        raise BenchError(f"{path} has manifest version {manifest.get('version')!r}; this code reads version {MANIFEST_VERSION}; rebuild it with `agentir degrade`")
+        raise BenchError(
+            f"{path} has manifest version {manifest.get('version')!r}; this code reads version {MANIFEST_VERSION}; rebuild it with `agentir degrade`"
+        )
     for k, it in enumerate(manifest["items"]):
         missing = [key for key in ("group", "combo", "degradations", "lq", "hq") if not isinstance(it, dict) or key not in it]
         if missing:
@@ -491,7 +509,9 @@ async def _run_item(ctx: _Context, spec: PolicySpec, item: Mapping[str, Any], re
         try:
             rec.update(await anyio.to_thread.run_sync(_score, output, hq))
         except ValueError as exc:
-            raise BenchItemError(iid, f"cannot score the {spec.name} output of shape {tuple(output.shape)} against the reference {tuple(hq.shape)}: {exc}") from None
+            raise BenchItemError(
+                iid, f"cannot score the {spec.name} output of shape {tuple(output.shape)} against the reference {tuple(hq.shape)}: {exc}"
+            ) from None
         rel = relative_stem(item)
         if trace is not None:
             trace_path = ctx.out_dir / "traces" / spec.name / f"{rel}.json"
@@ -505,7 +525,7 @@ async def _run_item(ctx: _Context, spec: PolicySpec, item: Mapping[str, Any], re
     except BenchItemError as exc:
         rec.update(status="error", error=str(exc), psnr=None, ssim=None)
         log.info("bench.item_error", policy=spec.name, item=iid, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - one image's crash must not end a long run; recorded as an error
+    except Exception as exc:
         rec.update(status="error", error=f"{iid}: {type(exc).__name__}: {exc}", psnr=None, ssim=None)
         log.exception("bench.item_crashed", policy=spec.name, item=iid)
     await anyio.to_thread.run_sync(ctx.log.append, rec)
@@ -539,7 +559,15 @@ class ToolRestorer:
         async with self._lock:  # one call at a time: the tool uses every thread it is given
             out = await anyio.to_thread.run_sync(run_on_rgb, self.tool, image)
         seconds = time.perf_counter() - t0
-        trace = {"plan": [self.name], "done": [self.name], "tool_calls": 1, "rollbacks": 0, "seconds": round(seconds, 4), "status": "success", "steps": [{"tool": self.name, "seconds": round(seconds, 4)}]}
+        trace = {
+            "plan": [self.name],
+            "done": [self.name],
+            "tool_calls": 1,
+            "rollbacks": 0,
+            "seconds": round(seconds, 4),
+            "status": "success",
+            "steps": [{"tool": self.name, "seconds": round(seconds, 4)}],
+        }
         return SimpleNamespace(image=out, trace=trace)
 
 
@@ -564,7 +592,9 @@ def default_restorer_factory(*, perception: str = "analytic", job_timeout: float
 
         if spec.tool is not None:
             return ToolRestorer(spec.tool)
-        return Restorer(policy=spec.planner or "rules", perception=perception, options={**(options or {}), **spec.options}, max_inflight=workers, job_timeout=job_timeout)
+        return Restorer(
+            policy=spec.planner or "rules", perception=perception, options={**(options or {}), **spec.options}, max_inflight=workers, job_timeout=job_timeout
+        )
 
     return make
 
@@ -573,7 +603,9 @@ def _check_run_meta(out_dir: Path, fingerprint: str, data_dir: Path, resume: boo
     meta_path = out_dir / RUN_META
     existing = results.read()
     if existing and not resume and not overwrite:
-        raise BenchError(f"{results.path} already holds {len(existing)} results; pass --resume to continue that run, --overwrite to start over, or choose another --out")
+        raise BenchError(
+            f"{results.path} already holds {len(existing)} results; pass --resume to continue that run, --overwrite to start over, or choose another --out"
+        )
     if resume and existing and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))

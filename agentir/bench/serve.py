@@ -242,7 +242,9 @@ def main_bench_serve(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"agentir bench serve: {args.jobs} jobs from {args.clients} clients over {args.transport}, daemon concurrency {args.concurrency} ({os.cpu_count()} CPUs)")
+        print(
+            f"agentir bench serve: {args.jobs} jobs from {args.clients} clients over {args.transport}, daemon concurrency {args.concurrency} ({os.cpu_count()} CPUs)"
+        )
         print(f"  completed {result['completed']}, failed {result['failed']}, busy retries {result['busy_retries']}, wall {result['wall_s']:.2f} s")
         print(f"  throughput {result['throughput_jobs_per_s']:.2f} jobs/s")
         print(f"  latency p50 {result['latency_p50_s']:.3f} s  p95 {result['latency_p95_s']:.3f} s  p99 {result['latency_p99_s']:.3f} s")

@@ -19,6 +19,7 @@ ratios, not absolute values, across machines.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -48,7 +49,7 @@ class SeededCNN:
     def __init__(self, *, layers: int = 8, width: int = 32, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
         chans = [3] + [width] * (layers - 1) + [3]
-        self.weights = [torch.randn(o, i, 3, 3, generator=g) * (2.0 / (9 * i)) ** 0.5 for i, o in zip(chans[:-1], chans[1:])]
+        self.weights = [torch.randn(o, i, 3, 3, generator=g) * (2.0 / (9 * i)) ** 0.5 for i, o in itertools.pairwise(chans)]
         self._on: dict[torch.device, list[torch.Tensor]] = {}
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ async def run_throughput(
                 steps = result.trace.get("steps", [])
                 if timed and (not steps or any(s.get("error") for s in steps)):
                     failures.append(f"job {i}: {steps[-1].get('error') if steps else 'no tool step ran'}")
-            except Exception as exc:  # noqa: BLE001 - reported in the output
+            except Exception as exc:
                 failures.append(f"job {i}: {type(exc).__name__}: {exc}")
             if timed:
                 latencies[i] = time.perf_counter() - t0
@@ -244,8 +245,14 @@ def main_bench_throughput(argv: list[str] | Sequence[str]) -> int:
     def run(batch: bool) -> dict[str, Any]:
         return anyio.run(
             lambda: run_throughput(
-                jobs=args.jobs, size=size, tool=args.tool, subtask=subtask, batch=batch,
-                window=args.window_ms / 1000.0, max_batch=args.max_batch, seed=args.seed,
+                jobs=args.jobs,
+                size=size,
+                tool=args.tool,
+                subtask=subtask,
+                batch=batch,
+                window=args.window_ms / 1000.0,
+                max_batch=args.max_batch,
+                seed=args.seed,
                 cpu_batch_bytes=None if args.cpu_batch_mb is None else max(1, int(args.cpu_batch_mb * 2**20)),
             )
         )
@@ -278,7 +285,9 @@ def main_bench_throughput(argv: list[str] | Sequence[str]) -> int:
         rows = [result["unbatched"], result["batched"]] if args.compare else [result]
         print(f"{'mode':<10} {'images/s':>9} {'p50 s':>8} {'p95 s':>8} {'batch':>6}  device")
         for r in rows:
-            print(f"{r['mode']:<10} {r['images_per_s']:>9.2f} {r['latency_p50_s']:>8.3f} {r['latency_p95_s']:>8.3f} {r['mean_batch_size']:>6.2f}  {r['device']}")
+            print(
+                f"{r['mode']:<10} {r['images_per_s']:>9.2f} {r['latency_p50_s']:>8.3f} {r['latency_p95_s']:>8.3f} {r['mean_batch_size']:>6.2f}  {r['device']}"
+            )
         if args.compare:
             print(f"batched / unbatched images/s: {result['ratio_images_per_s']:.2f}x")
     return 1 if failed else 0

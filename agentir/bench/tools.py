@@ -116,13 +116,13 @@ def _check_levels_manifest(manifest: Mapping[str, Any], data_dir: str | os.PathL
     return items
 
 
-def _to_tensor(rgb: np.ndarray):  # noqa: ANN202 - torch.Tensor
+def _to_tensor(rgb: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
 
 
-def _to_rgb(t) -> np.ndarray:  # noqa: ANN001 - torch.Tensor
+def _to_rgb(t) -> np.ndarray:
     return np.ascontiguousarray(t[0].detach().to("cpu").float().clamp(0, 1).permute(1, 2, 0).numpy(), dtype=np.float64)
 
 
@@ -215,7 +215,7 @@ def bench_tools(
                         y = tool(x)
                     dt = time.perf_counter() - t0
                     s_out = score(_to_rgb(y), hq)
-                except Exception as exc:  # noqa: BLE001 - one failing tool must not stop the others
+                except Exception as exc:
                     msg = f"{iid}: tool {name!r} failed: {' '.join(str(exc).split())[:300]}"
                     errors.append(msg)
                     if on_error:
@@ -373,9 +373,16 @@ def build_parser(prog: str = "agentir bench tools") -> argparse.ArgumentParser:
     p.add_argument("--degradations", action="append", default=None, help="comma-separated degradations (default: all, or those of --tools)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N images per degradation and level")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default DATA/bench/tools)")
-    p.add_argument("--plugins", default=None, metavar="FILE", help="also measure the plug-in tools of this TOML file (those of $AGENTIR_PLUGINS are always included)")
+    p.add_argument(
+        "--plugins", default=None, metavar="FILE", help="also measure the plug-in tools of this TOML file (those of $AGENTIR_PLUGINS are always included)"
+    )
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch / OpenCV threads while timing (default 1)")
-    p.add_argument("--costs-out", default=None, metavar="FILE", help="also write the measured seconds per megapixel as a tool costs file (the shipped one: toolbox/tool_costs.json)")
+    p.add_argument(
+        "--costs-out",
+        default=None,
+        metavar="FILE",
+        help="also write the measured seconds per megapixel as a tool costs file (the shipped one: toolbox/tool_costs.json)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -420,7 +427,9 @@ def main_bench_tools(argv: Sequence[str]) -> int:
         if args.costs_out:
             from toolbox.costs import costs_document
 
-            write_text_atomic(args.costs_out, json.dumps(costs_document(result["cost_per_mp"], command=result["command"], threads=args.threads), indent=1) + "\n")
+            write_text_atomic(
+                args.costs_out, json.dumps(costs_document(result["cost_per_mp"], command=result["command"], threads=args.threads), indent=1) + "\n"
+            )
     except OSError as exc:
         _err(f"error: cannot write results to {out}: {exc}")
         return EXIT_FAILED

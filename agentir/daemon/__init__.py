@@ -35,8 +35,19 @@ def build_parser(prog: str = "agentir serve") -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=None, help="jobs restored at once (default 2)")
     p.add_argument("--max-queue", type=int, default=None, help="queued + running jobs before 503 (default 256)")
     p.add_argument("--max-per-client", type=int, default=None, help="queued + running jobs per client before 429 (default 16)")
-    p.add_argument("--freeze-experience", action="store_true", default=None, help="do not learn while serving (the experience planner reads DATA/experience.json but never updates it)")
-    p.add_argument("--max-tool-cost", type=float, default=None, metavar="S_PER_MP", help="jobs that do not set the max_tool_cost option skip tools measured slower than this many seconds per megapixel (`agentir tools`)")
+    p.add_argument(
+        "--freeze-experience",
+        action="store_true",
+        default=None,
+        help="do not learn while serving (the experience planner reads DATA/experience.json but never updates it)",
+    )
+    p.add_argument(
+        "--max-tool-cost",
+        type=float,
+        default=None,
+        metavar="S_PER_MP",
+        help="jobs that do not set the max_tool_cost option skip tools measured slower than this many seconds per megapixel (`agentir tools`)",
+    )
     p.add_argument("--port-file", default=None, metavar="FILE", help="write the bound port here once listening")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-console", action="store_true", help="console log lines instead of JSON")

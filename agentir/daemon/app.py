@@ -41,7 +41,18 @@ from bus.blobs import MemoryBlobStore
 log = structlog.get_logger(__name__)
 
 #: Options a job may carry (validated before accept; see agent_policies.search.Budget and the planner).
-JOB_OPTIONS: tuple[str, ...] = ("max_tool_calls", "max_rollbacks", "max_seconds", "wave", "rollback", "keep_improved", "reflection", "tools", "subtasks", "max_tool_cost")
+JOB_OPTIONS: tuple[str, ...] = (
+    "max_tool_calls",
+    "max_rollbacks",
+    "max_seconds",
+    "wave",
+    "rollback",
+    "keep_improved",
+    "reflection",
+    "tools",
+    "subtasks",
+    "max_tool_cost",
+)
 
 #: Where routes find the :class:`Daemon` (``request.app[DAEMON]``).
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
@@ -101,7 +112,7 @@ def validate_job(policy: str, options: Any) -> dict[str, Any]:
     except ValueError as exc:
         raise ApiError(422, f"planning policy {policy!r} is not usable on this daemon: {exc}") from None
     if not isinstance(options, dict):
-        raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}")
+        raise ApiError(422, 'options must be a JSON object, e.g. {"max_tool_calls": 16}')
     unknown = sorted(set(options) - set(JOB_OPTIONS))
     if unknown:
         raise ApiError(422, f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(JOB_OPTIONS)}")
@@ -164,9 +175,7 @@ class Daemon:
                 return given[:128]
         return request.remote or "unknown"
 
-    async def accept(
-        self, data: bytes, *, client: str, policy: str | None, options: dict[str, Any] | None, idem_key: str | None
-    ) -> tuple[JobRecord, bool]:
+    async def accept(self, data: bytes, *, client: str, policy: str | None, options: dict[str, Any] | None, idem_key: str | None) -> tuple[JobRecord, bool]:
         """Validate and durably queue one job (shared by HTTP and WebSocket); raises ApiError."""
         if self.draining or not self.ready:
             self.metrics.inc("agentir_jobs_rejected_total", reason="shutting_down")
@@ -183,11 +192,11 @@ class Daemon:
         kind = sniff_format(data)
         if kind is None:
             self.metrics.inc("agentir_jobs_rejected_total", reason="unsupported_type")
-            raise ApiError(415, "the body is not a supported image (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM or GIF, judged from its bytes); send the encoded image file")
-        try:
-            image = await anyio.to_thread.run_sync(
-                lambda: decode_image(data, name="upload", max_pixels=self.config.max_pixels), limiter=self._decode_slots
+            raise ApiError(
+                415, "the body is not a supported image (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM or GIF, judged from its bytes); send the encoded image file"
             )
+        try:
+            image = await anyio.to_thread.run_sync(lambda: decode_image(data, name="upload", max_pixels=self.config.max_pixels), limiter=self._decode_slots)
         except ImageInputError as exc:
             too_large = exc.reason.startswith("image is too large")
             self.metrics.inc("agentir_jobs_rejected_total", reason="too_many_pixels" if too_large else "bad_image")
@@ -289,7 +298,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         elif exc.status == 413:
             text = f"request body exceeds the limit of {daemon.config.max_body_bytes} bytes; downscale or recompress the image"
         response = _error_response(exc.status, text)
-    except Exception as exc:  # noqa: BLE001 - one request must never take the daemon down
+    except Exception as exc:
         log.exception("http.internal_error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         response = _error_response(500, f"internal error ({type(exc).__name__}); the daemon logged it, retry or report it")
     route = request.match_info.route.resource.canonical if request.match_info.route.resource is not None else "other"
@@ -332,9 +341,9 @@ def _parse_options(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError:
-        raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}") from None
+        raise ApiError(422, 'options must be a JSON object, e.g. {"max_tool_calls": 16}') from None
     if not isinstance(value, dict):
-        raise ApiError(422, "options must be a JSON object, e.g. {\"max_tool_calls\": 16}")
+        raise ApiError(422, 'options must be a JSON object, e.g. {"max_tool_calls": 16}')
     return value
 
 
@@ -372,7 +381,9 @@ async def post_job(request: web.Request) -> web.Response:
         data = await _read_limited(functools.partial(request.content.read, 1 << 16), limit)
     else:
         daemon.metrics.inc("agentir_jobs_rejected_total", reason="content_type")
-        raise ApiError(415, f"Content-Type {ctype or '(none)'!r} is not accepted; send the image as the body with an image/* type, or as multipart/form-data field 'image'")
+        raise ApiError(
+            415, f"Content-Type {ctype or '(none)'!r} is not accepted; send the image as the body with an image/* type, or as multipart/form-data field 'image'"
+        )
     options = _parse_options(options_text)
     idem_key = request.headers.get("Idempotency-Key")
     record, created = await daemon.accept(data, client=daemon.client_of(request), policy=policy, options=options, idem_key=idem_key)
@@ -470,7 +481,7 @@ async def _retention(daemon: Daemon) -> None:
     while True:
         try:
             await daemon.store.cleanup(time.time() - daemon.config.retention_seconds)
-        except Exception as exc:  # noqa: BLE001 - retention retries next round
+        except Exception as exc:
             log.error("store.cleanup_failed", error=f"{type(exc).__name__}: {exc}")
         await anyio.sleep(daemon.config.cleanup_interval)
 

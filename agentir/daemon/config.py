@@ -82,7 +82,9 @@ class DaemonConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"setting {name!r} must be a positive number of seconds, got {value!r}")
-        if self.max_tool_cost is not None and (isinstance(self.max_tool_cost, bool) or not isinstance(self.max_tool_cost, (int, float)) or self.max_tool_cost <= 0):
+        if self.max_tool_cost is not None and (
+            isinstance(self.max_tool_cost, bool) or not isinstance(self.max_tool_cost, (int, float)) or self.max_tool_cost <= 0
+        ):
             raise ConfigError(f"setting 'max_tool_cost' must be a positive number of seconds per megapixel, got {self.max_tool_cost!r}")
         if not 0 <= int(self.port) <= 65535:
             raise ConfigError(f"setting 'port' must be 0..65535, got {self.port!r}")

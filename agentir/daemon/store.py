@@ -386,9 +386,7 @@ class JobStore:
             ClientLimit: ``client`` has ``max_per_client`` jobs queued or running.
             DiskFull: too little free space, or a write failed with ENOSPC.
         """
-        return await self._run(
-            self._submit, data, client, input_sha, width, height, policy, options, idem_key, max_queue, max_per_client, retry_after
-        )
+        return await self._run(self._submit, data, client, input_sha, width, height, policy, options, idem_key, max_queue, max_per_client, retry_after)
 
     def _submit(
         self,
@@ -449,8 +447,7 @@ class JobStore:
     def _claim(self, db: sqlite3.Connection) -> JobRecord | None:
         with db:
             row = db.execute(
-                "UPDATE jobs SET state=?, started=?, attempts=attempts+1 "
-                "WHERE seq=(SELECT seq FROM jobs WHERE state=? ORDER BY seq LIMIT 1) RETURNING *",
+                "UPDATE jobs SET state=?, started=?, attempts=attempts+1 WHERE seq=(SELECT seq FROM jobs WHERE state=? ORDER BY seq LIMIT 1) RETURNING *",
                 (RUNNING, time.time(), QUEUED),
             ).fetchone()
         return _row(row) if row is not None else None
@@ -575,9 +572,7 @@ class JobStore:
         return await self._run(self._cleanup, older_than)
 
     def _cleanup(self, db: sqlite3.Connection, older_than: float) -> int:
-        rows = db.execute(
-            "SELECT id FROM jobs WHERE state IN (?, ?, ?) AND finished < ?", (DONE, FAILED, CANCELLED, older_than)
-        ).fetchall()
+        rows = db.execute("SELECT id FROM jobs WHERE state IN (?, ?, ?) AND finished < ?", (DONE, FAILED, CANCELLED, older_than)).fetchall()
         for (job,) in rows:
             # Files first: a crash in between leaves a row without a file, never an orphan file.
             self.result_path(job).unlink(missing_ok=True)

@@ -210,7 +210,7 @@ class Worker:
                         with anyio.CancelScope(shield=True):
                             await self.store.requeue(job.id)
                         outcome = "requeued"
-            except Exception as exc:  # noqa: BLE001 - a broken job must not stop the worker
+            except Exception as exc:
                 outcome = await self._on_error(job, exc)
             finally:
                 self._scopes.pop(job.id, None)
@@ -242,15 +242,13 @@ class Worker:
 
         try:
             # Actor logs carry the same job id as the daemon's (a rerun only follows a finished attempt).
-            result = await self.restorer.restore(
-                image, policy=job.policy, options=job.options, job=job.id, on_progress=on_progress
-            )
+            result = await self.restorer.restore(image, policy=job.policy, options=job.options, job=job.id, on_progress=on_progress)
         except anyio.get_cancelled_exc_class():
             # Cancelled by the client or by shutdown: stop the actors' work on it too.
             with anyio.CancelScope(shield=True):
                 try:
                     await self.restorer.drop(job.id, reason="cancelled")
-                except Exception as exc:  # noqa: BLE001 - the bus is closing: nothing left to stop
+                except Exception as exc:
                     log.info("job.drop_not_sent", error=str(exc))
             raise
         except RestoreError as exc:
@@ -277,7 +275,7 @@ class Worker:
                     await self.store.requeue(job.id, count_attempt=True)
                     return QUEUED
                 await self.store.fail(job.id, f"internal error: {error}; the job was not completed, resubmit it")
-            except Exception as inner:  # noqa: BLE001 - the store itself is broken: recovery at restart
+            except Exception as inner:
                 log.error("job.error_unrecorded", error=f"{type(inner).__name__}: {inner}")
         return FAILED
 

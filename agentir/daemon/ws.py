@@ -26,8 +26,8 @@ import anyio
 import structlog
 from aiohttp import WSMsgType, web
 
-from agentir.daemon.store import DONE, TERMINAL, StoreError
 from agentir.daemon.messages import WsAck, WsCancel, WsError, WsResult, WsSubmit, WsWatch
+from agentir.daemon.store import DONE, TERMINAL, StoreError
 from agentir.daemon.worker import JobEvent
 from bus.codec import decode, encode
 from bus.errors import CodecError

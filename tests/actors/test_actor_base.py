@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import anyio
 import pytest
 
@@ -10,7 +12,7 @@ from actors.supervisor import Supervisor, SupervisorGaveUp
 from bus.blobs import BlobRef, MemoryBlobStore
 from bus.errors import BusClosed, RemoteError
 from bus.memory import InMemoryBus
-from bus.messages import JobFailed, JobProgress, PerceiveRequest, Perceived, Subjects
+from bus.messages import JobFailed, JobProgress, Perceived, PerceiveRequest, Subjects
 
 REF = BlobRef(sha256="ef" * 32, shape=(2, 2, 3), dtype="uint8")
 
@@ -20,7 +22,7 @@ class Echo(Actor):
 
     name = "echo"
     subjects = ("echo", "jobs")
-    events: list[str] = []
+    events: ClassVar[list[str]] = []
 
     async def on_start(self):
         Echo.events.append("start")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import asynccontextmanager
+from typing import ClassVar
 
 import anyio
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from actors.executor import Executor, from_batch, to_batch, tool_device
-from agentir.pipeline import Restorer, RestoreError
+from agentir.pipeline import RestoreError, Restorer
 from bus.blobs import MemoryBlobStore
 from bus.memory import InMemoryBus
 from bus.messages import ExecuteStep, JobCancel, JobFailed, StepExecuted, Subjects
@@ -48,7 +49,7 @@ class BlackFails:
     degradation = "noise"
     scale = 1
     device = "cpu"
-    batches: list[list[float]] = []
+    batches: ClassVar[list[list[float]]] = []
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         BlackFails.batches.append([float(b.mean()) for b in batch])
@@ -66,7 +67,7 @@ class Gate:
     device = "cpu"
     entered = threading.Event()
     release = threading.Event()
-    seen: list[list[int]] = []
+    seen: ClassVar[list[list[int]]] = []
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         Gate.seen.append([round(float(b.mean()) * 255) for b in batch])

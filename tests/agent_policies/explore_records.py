@@ -32,6 +32,10 @@ def record(rid: str, a: str, b: str, *, psnr_ab: float, psnr_ba: float, good_too
                 l2 = _levels(**({} if ok1 else {first: "high"}), **({} if ok2 else {then: "high"}))
                 p = final if ok1 and ok2 else final - 3.0
                 nodes.append({"path": [[first, t1], [then, t2]], "psnr": p, "ssim": 0.7, "levels": l2, "scores": _scores(l2), "seconds": 0.1})
-    return {"id": rid, "combination": [a, b], "source": f"{rid}.png", "input": {"psnr": 18.0, "ssim": 0.5, "levels": inp, "scores": _scores(inp)}, "nodes": nodes}
-
-
+    return {
+        "id": rid,
+        "combination": [a, b],
+        "source": f"{rid}.png",
+        "input": {"psnr": 18.0, "ssim": 0.5, "levels": inp, "scores": _scores(inp)},
+        "nodes": nodes,
+    }

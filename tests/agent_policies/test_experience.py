@@ -153,7 +153,15 @@ def test_the_search_feeds_judged_steps_to_a_learning_planner() -> None:
     online = OnlineExperience(None, learn=True)
     p = ExperiencePlanner(knowledge(), online)
     img = BlobRef(sha256="0" * 64, shape=(8, 8, 3), dtype="uint8")
-    s = Search(image=img, levels={"rain": "high", "haze": "high"}, scores={}, planner=p, reflection=ThresholdReflection(), tools=lambda d: ["t1", "t2"], budget=Budget(wave=0))
+    s = Search(
+        image=img,
+        levels={"rain": "high", "haze": "high"},
+        scores={},
+        planner=p,
+        reflection=ThresholdReflection(),
+        tools=lambda d: ["t1", "t2"],
+        budget=Budget(wave=0),
+    )
     act = s.start()
     assert isinstance(act, Execute) and act.subtask == "haze" and act.tools[0] == "t2"
     out = BlobRef(sha256="1" * 64, shape=(8, 8, 3), dtype="uint8")

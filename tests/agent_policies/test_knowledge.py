@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from explore_records import record
 
 from agent_policies.knowledge import DEFAULT_KNOWLEDGE, FORMAT, VERSION, Knowledge, KnowledgeError, agent_path, distil

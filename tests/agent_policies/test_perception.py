@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import cv2
@@ -104,7 +105,7 @@ def test_scores_are_monotone_with_levels(policy: AnalyticPerception) -> None:
         for lv, s in pairs:
             by_level.setdefault(lv, []).append(s)
         ordered = sorted(by_level)
-        for lo, hi in zip(ordered, ordered[1:]):
+        for lo, hi in itertools.pairwise(ordered):
             assert max(by_level[lo]) <= min(by_level[hi]) + 1e-6, deg
 
 
@@ -129,7 +130,7 @@ def test_noise_score_grows_with_sigma(policy: AnalyticPerception) -> None:
     """The noise score increases with the noise sigma."""
     img = scene(7)
     scores = [s for _, s in policy.rate([add_noise(img, sg) for sg in (0, 8, 20, 35, 50)], "noise")]
-    assert all(a < b for a, b in zip(scores, scores[1:])), scores
+    assert all(a < b for a, b in itertools.pairwise(scores)), scores
 
 
 def test_dark_image_reads_dark(policy: AnalyticPerception) -> None:
@@ -180,7 +181,7 @@ def test_unknown_degradation_is_refused(policy: AnalyticPerception) -> None:
         policy.rate([scene(0, (64, 64))], "noize")
 
 
-def test_missing_or_broken_calibration_is_reported(tmp_path) -> None:  # noqa: ANN001
+def test_missing_or_broken_calibration_is_reported(tmp_path) -> None:
     """A missing or incomplete calibration file raises CalibrationError naming the file."""
     with pytest.raises(CalibrationError, match="not found"):
         AnalyticPerception(tmp_path / "nope.json")
@@ -278,7 +279,7 @@ def _tiny_models(seed: int = 0) -> dict:
     return models
 
 
-def test_calibration_round_trip(tmp_path) -> None:  # noqa: ANN001
+def test_calibration_round_trip(tmp_path) -> None:
     """write_calibration + load_calibration give back the same arrays and metadata; a policy loads the pair."""
     from agent_policies.perception.analytic import load_calibration, write_calibration
 
@@ -298,7 +299,7 @@ def test_calibration_round_trip(tmp_path) -> None:  # noqa: ANN001
     assert set(p.levels) == set(DEGRADATIONS)
 
 
-def test_shipped_pair_copied_elsewhere_gives_the_same_answers(policy: AnalyticPerception, tmp_path) -> None:  # noqa: ANN001
+def test_shipped_pair_copied_elsewhere_gives_the_same_answers(policy: AnalyticPerception, tmp_path) -> None:
     """The JSON finds its weights file next to itself, wherever the pair is copied."""
     import shutil
 
@@ -310,7 +311,7 @@ def test_shipped_pair_copied_elsewhere_gives_the_same_answers(policy: AnalyticPe
     assert AnalyticPerception(tmp_path / DEFAULT_CALIBRATION.name).perceive(imgs) == policy.perceive(imgs)
 
 
-def test_missing_weights_file_names_it_and_the_command(tmp_path) -> None:  # noqa: ANN001
+def test_missing_weights_file_names_it_and_the_command(tmp_path) -> None:
     """A JSON whose safetensors file is gone raises CalibrationError naming that file and `agentir train perception`."""
     from agent_policies.perception.analytic import write_calibration
 
@@ -325,7 +326,7 @@ def test_missing_weights_file_names_it_and_the_command(tmp_path) -> None:  # noq
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other-training"])
-def test_corrupt_weights_file_is_reported(tmp_path, damage: str) -> None:  # noqa: ANN001
+def test_corrupt_weights_file_is_reported(tmp_path, damage: str) -> None:
     """Garbage, a truncated file or a valid file from another training raise CalibrationError naming the weights file."""
     from agent_policies.perception.analytic import write_calibration
 
@@ -345,15 +346,15 @@ def test_corrupt_weights_file_is_reported(tmp_path, damage: str) -> None:  # noq
     assert info.value.path == st and "agentir train perception" in str(info.value)
 
 
-def test_old_json_with_inline_weights_is_refused(tmp_path) -> None:  # noqa: ANN001
+def test_old_json_with_inline_weights_is_refused(tmp_path) -> None:
     """A version-1 JSON (weights inline, no weights file) is refused with the retrain command."""
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"version": 1, "models": {d: {"features": [], "mean": [], "std": [], "heads": []} for d in DEGRADATIONS}}))
-    with pytest.raises(CalibrationError, match="weights.*agentir train perception"):
+    with pytest.raises(CalibrationError, match=r"weights.*agentir train perception"):
         AnalyticPerception(old)
 
 
-def test_written_files_are_world_readable(tmp_path) -> None:  # noqa: ANN001
+def test_written_files_are_world_readable(tmp_path) -> None:
     """The atomic writer leaves ordinary file modes (not mkstemp's 0600), so shipped files stay readable."""
     import os
     import stat
@@ -381,12 +382,12 @@ def test_feature_cache_missing_groups() -> None:
     assert missing_groups(old) == ["motion"]
 
 
-def test_model_needing_unknown_features_is_refused(tmp_path) -> None:  # noqa: ANN001
+def test_model_needing_unknown_features_is_refused(tmp_path) -> None:
     """A model that reads a feature this code does not compute (a model from another version) is refused at load time."""
     from agent_policies.perception.analytic import write_calibration
 
     models = _tiny_models()
     models["rain"]["features"] = ["size.log_long", "size.log_short", "lum.no_such_feature"]
     write_calibration(tmp_path / "c.json", tmp_path / "c.safetensors", {}, models)
-    with pytest.raises(CalibrationError, match="lum.no_such_feature.*agentir train perception"):
+    with pytest.raises(CalibrationError, match=r"lum\.no_such_feature.*agentir train perception"):
         AnalyticPerception(tmp_path / "c.json")

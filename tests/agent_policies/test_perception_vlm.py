@@ -174,11 +174,11 @@ async def test_env_configuration_and_base_url(server: Server, monkeypatch: pytes
     "content",
     [
         "The image looks noisy.",  # prose
-        json.dumps({d: "low" for d in DEGRADATIONS[:-1]}),  # one degradation missing
-        json.dumps({**{d: "low" for d in DEGRADATIONS}, "blur": "low"}),  # unknown key
-        json.dumps({**{d: "low" for d in DEGRADATIONS}, "noise": "severe"}),  # not a level word
-        json.dumps({**{d: "low" for d in DEGRADATIONS}, "noise": 3}),  # a number
-        "RAW:{\"choices\": []}",  # not a chat completion
+        json.dumps(dict.fromkeys(DEGRADATIONS[:-1], "low")),  # one degradation missing
+        json.dumps({**dict.fromkeys(DEGRADATIONS, "low"), "blur": "low"}),  # unknown key
+        json.dumps({**dict.fromkeys(DEGRADATIONS, "low"), "noise": "severe"}),  # not a level word
+        json.dumps({**dict.fromkeys(DEGRADATIONS, "low"), "noise": 3}),  # a number
+        'RAW:{"choices": []}',  # not a chat completion
         "RAW:not json at all",
     ],
 )
@@ -245,17 +245,26 @@ async def test_unreachable_endpoint_falls_back_per_image() -> None:
 
 def test_answers_are_normalised_strictly() -> None:
     """Case, spaces, hyphens and code fences are normalised; anything ambiguous is refused."""
-    ans = {"Low Resolution": "Very Low", "noise": "very-high", "JPEG": "medium", "dark": "low", "haze": "HIGH", "motion blur": "very_low", "defocus_blur": "low", "rain": "very low"}
+    ans = {
+        "Low Resolution": "Very Low",
+        "noise": "very-high",
+        "JPEG": "medium",
+        "dark": "low",
+        "haze": "HIGH",
+        "motion blur": "very_low",
+        "defocus_blur": "low",
+        "rain": "very low",
+    }
     levels = parse_joint_answer("```json\n" + json.dumps(ans) + "\n```")
     assert levels["low_resolution"] == "very_low" and levels["noise"] == "very_high" and levels["motion_blur"] == "very_low"
     assert list(levels) == list(DEGRADATIONS)
     assert parse_level_answer(" 'Very high'. ") == "very_high"
     assert parse_level_answer('{"level": "medium"}') == "medium"
-    for bad in ("low or medium", "It is low.", "", '{"level": "medium", "why": "x"}', "[\"low\"]"):
+    for bad in ("low or medium", "It is low.", "", '{"level": "medium", "why": "x"}', '["low"]'):
         with pytest.raises(VLMAnswerError):
             parse_level_answer(bad)
     with pytest.raises(VLMAnswerError, match="given twice"):
-        parse_joint_answer(json.dumps({**{d: "low" for d in DEGRADATIONS}, "Motion Blur": "low"}))
+        parse_joint_answer(json.dumps({**dict.fromkeys(DEGRADATIONS, "low"), "Motion Blur": "low"}))
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-from loopback_chat import serving
 from explore_records import record
+from loopback_chat import serving
 
 from agent_policies.knowledge import Knowledge, distil
 from agent_policies.planning import PlanContext
@@ -67,7 +67,7 @@ class Notes:
 
 
 def ctx(notes: Notes) -> PlanContext:
-    return PlanContext(levels={d: "high" for d in DEGRADATIONS}, scores={}, tools={d: ["t1", "t2"] for d in DEGRADATIONS}, note=notes)
+    return PlanContext(levels=dict.fromkeys(DEGRADATIONS, "high"), scores={}, tools={d: ["t1", "t2"] for d in DEGRADATIONS}, note=notes)
 
 
 def make(server: Server, **kw: Any) -> tuple[LLMPlanner, list[float]]:

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
+from agent_policies.planning import PlanContext
 from agent_policies.planning.random_order import RandomPlanner
 from agent_policies.planning.rules import PRECEDENCE, RANK, RulesPlanner
-from agent_policies.planning import PlanContext
 from agent_policies.reflection import ThresholdReflection
 from agent_policies.search import Budget, Execute, Finish, Search
 from bus.blobs import BlobRef
@@ -23,12 +23,12 @@ def ref() -> BlobRef:
 
 
 def levels(**present: str) -> dict[str, str]:
-    out = {d: "very_low" for d in DEGRADATIONS}
+    out = dict.fromkeys(DEGRADATIONS, "very_low")
     out.update(present)
     return out
 
 
-def make(present: dict[str, str], budget: Budget = Budget(), tools=("t1", "t2")) -> Search:
+def make(present: dict[str, str], budget: Budget | None = None, tools=("t1", "t2")) -> Search:
     return Search(
         image=ref(),
         levels=levels(**present),
@@ -36,7 +36,7 @@ def make(present: dict[str, str], budget: Budget = Budget(), tools=("t1", "t2"))
         planner=RulesPlanner(),
         reflection=ThresholdReflection(),
         tools=lambda d: [f"{d}.{t}" for t in tools],
-        budget=budget,
+        budget=budget or Budget(),
     )
 
 
@@ -105,7 +105,7 @@ def test_failure_rolls_back_and_replans_with_the_failed_subtask_not_first():
     assert [c[1] for c in calls] == ["noise", "noise", "dark", "noise"]
     assert finish.status == "success"
     assert search.trace["rollbacks"] == 1
-    assert [e for e in search.trace["events"] if e["type"] == "rollback"][0]["subtask"] == "noise"
+    assert next(e for e in search.trace["events"] if e["type"] == "rollback")["subtask"] == "noise"
     assert search.trace["done"] == ["dark", "noise"]
 
 
@@ -125,7 +125,7 @@ def test_dead_end_backtracks_to_the_parent():
             return "very_low"
         return "high"
 
-    finish, calls = run(search, outcome)
+    finish, _calls = run(search, outcome)
     kinds = [e["type"] for e in search.trace["events"]]
     assert "dead_end" in kinds and "backtrack" in kinds
     assert finish.status == "success" and search.trace["done"] == ["dark", "noise"]
@@ -153,7 +153,7 @@ def test_failed_output_that_helped_is_kept_in_fallback():
 def test_no_rollback_keeps_going_after_a_failure():
     """With rollback disabled a failed subtask keeps its best output and the plan continues."""
     search = make({"noise": "high", "dark": "high"}, budget=Budget(rollback=False))
-    finish, calls = run(search, lambda s, t, d: "medium" if s == "noise" else "very_low")
+    _finish, calls = run(search, lambda s, t, d: "medium" if s == "noise" else "very_low")
     assert search.trace["rollbacks"] == 0
     assert [c[1] for c in calls] == ["noise", "noise", "dark"]
 
@@ -212,7 +212,7 @@ def test_fallback_never_reruns_a_tool_on_an_image_it_already_failed_on():
 def test_keep_improved_keeps_a_failed_step_that_helped_and_rolls_back_one_that_did_not():
     """keep_improved: noise high -> medium (helped, failed) is kept; dark stays high (no help) and rolls back."""
     search = make({"noise": "high", "dark": "high"}, budget=Budget(keep_improved=True))
-    finish, calls = run(search, lambda s, t, d: "medium" if s == "noise" else "very_low")
+    _finish, calls = run(search, lambda s, t, d: "medium" if s == "noise" else "very_low")
     assert search.trace["rollbacks"] == 0 and search.trace["status"] == "success"
     assert [e["type"] for e in search.trace["events"] if e["type"] == "keep_improved"] == ["keep_improved"]
     assert [c[1] for c in calls] == ["noise", "noise", "dark"]

@@ -125,7 +125,7 @@ async def test_end_to_end_real_pipeline_writes_every_output(bench_data: Path, tm
     srcs = re.findall(r"src='([^']+)'", page)
     thumbs = [s for s in srcs if s.startswith("report_files/")]
     # one sampled image per combination: degraded input (the input policy's column), default output, reference
-    assert len({s for s in thumbs}) == 3 * len(KEEP)
+    assert len(set(thumbs)) == 3 * len(KEEP)
     assert all((out / s).is_file() for s in srcs)
     assert "planned:" in page and "rolled back:" in page
     saved = [r["output"] for r in run["records"] if r["output"]]

@@ -88,7 +88,9 @@ def test_only_fit_images_is_a_usage_error(data: dict[str, Path], tmp_path: Path,
 def test_unknown_fit_set_warns_and_counts_everything(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Without the fit images' folders the split cannot be checked: a warning, and every image is held out."""
     out = tmp_path / "r.json"
-    rc = main_bench_perception([str(data["levels"]), "--clean-root", str(tmp_path / "nowhere"), "--out", str(out), "--no-speed", "-q", "--limit-per-combo", "1"])
+    rc = main_bench_perception(
+        [str(data["levels"]), "--clean-root", str(tmp_path / "nowhere"), "--out", str(out), "--no-speed", "-q", "--limit-per-combo", "1"]
+    )
     assert rc == 0
     assert "cannot be checked" in capsys.readouterr().err
     report = json.loads(out.read_text())
@@ -113,7 +115,9 @@ def test_missing_file_is_one_error_line(data: dict[str, Path], tmp_path: Path, c
 def test_speed_rows_cover_both_sizes(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The speed section times perceive and every rate at 512 x 512 and 1024 x 1024."""
     out = tmp_path / "r.json"
-    rc = main_bench_perception([str(data["mixed"]), "--clean-root", str(tmp_path / "nowhere"), "--out", str(out), "--repeats", "1", "-q", "--limit-per-combo", "1"])
+    rc = main_bench_perception(
+        [str(data["mixed"]), "--clean-root", str(tmp_path / "nowhere"), "--out", str(out), "--repeats", "1", "-q", "--limit-per-combo", "1"]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     assert set(report["speed"]) == {"512x512", "1024x1024"}
@@ -181,7 +185,12 @@ def test_batched_evaluation_matches_one_by_one(data: dict[str, Path], tmp_path: 
     reports = []
     for batch in ("1", "5"):
         out = tmp_path / f"r{batch}.json"
-        assert main_bench_perception([str(data["mixed"]), "--clean-root", str(tmp_path / "none"), "--out", str(out), "--no-speed", "-q", "--limit-per-combo", "1", "--batch", batch]) == 0
+        assert (
+            main_bench_perception(
+                [str(data["mixed"]), "--clean-root", str(tmp_path / "none"), "--out", str(out), "--no-speed", "-q", "--limit-per-combo", "1", "--batch", batch]
+            )
+            == 0
+        )
         reports.append(json.loads(out.read_text())["results"])
     for r in reports:
         r.pop("mean_perceive_ms_on_data")

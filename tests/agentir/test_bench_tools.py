@@ -41,7 +41,9 @@ def test_bench_tools_cli_writes_json_markdown_and_costs(levels_bench: Path, tmp_
     plugins.write_text('[[tool]]\nname = "bt_gamma"\ndegradation = "dark"\nscale = 1\npath = "gamma.pt"\n', encoding="utf-8")
     out = tmp_path / "out"
     try:
-        code = main_bench_tools([str(levels_bench), "--degradations", "dark", "--plugins", str(plugins), "--out", str(out), "--costs-out", str(tmp_path / "costs.json"), "-q"])
+        code = main_bench_tools(
+            [str(levels_bench), "--degradations", "dark", "--plugins", str(plugins), "--out", str(out), "--costs-out", str(tmp_path / "costs.json"), "-q"]
+        )
     finally:
         unload_plugins(["bt_gamma"])
     assert code == 0

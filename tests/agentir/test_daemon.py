@@ -59,7 +59,7 @@ async def finished(daemon: Daemon, job: str, timeout: float = 60.0) -> str:
     unwatch = daemon.worker.watch(job, send)
     try:
         with anyio.fail_after(timeout):
-            while (state := (await daemon.store.get(job)).state) not in TERMINAL:
+            while (await daemon.store.get(job)).state not in TERMINAL:
                 try:
                     await recv.receive()
                 except anyio.EndOfStream:
@@ -451,12 +451,11 @@ async def test_a_second_daemon_on_the_same_data_folder_is_refused(tmp_path):
 
 async def test_websocket_connection_limit_answers_503(tmp_path):
     """Past max_ws_connections open sockets, the upgrade is refused with 503 and Retry-After."""
-    async with started(tmp_path, max_ws_connections=1) as (_daemon, http):
-        async with http.ws_connect("/v1/ws"):
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                async with http.ws_connect("/v1/ws"):
-                    pass
-            assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "3"
+    async with started(tmp_path, max_ws_connections=1) as (_daemon, http), http.ws_connect("/v1/ws"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with http.ws_connect("/v1/ws"):
+                pass
+        assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "3"
 
 
 async def test_probes_and_config_errors(tmp_path):
@@ -483,22 +482,21 @@ async def _recv(ws: aiohttp.ClientWebSocketResponse) -> Any:
 
 async def test_websocket_submit_streams_progress_then_the_result(tmp_path, png):
     """ws.submit is acked, job.progress events follow, and ws.result carries the PNG and trace."""
-    async with started(tmp_path) as (_daemon, http):
-        async with http.ws_connect("/v1/ws") as ws:
-            submit = encode(WsSubmit(image=png), max_bytes=1 << 22)
-            await ws.send_bytes(submit)
-            ack = await _recv(ws)
-            assert isinstance(ack.message, WsAck) and ack.correlation_id == decode(submit, max_bytes=1 << 22).id
-            stages = []
-            while True:
-                env = await _recv(ws)
-                if isinstance(env.message, JobProgress):
-                    stages.append(env.message.stage)
-                    continue
-                break
-            assert isinstance(env.message, WsResult) and env.message.state == "done"
-            assert "running" in stages and "perceived" in stages
-            assert np.asarray(Image.open(io.BytesIO(env.message.png))).shape == (192, 256, 3)
+    async with started(tmp_path) as (_daemon, http), http.ws_connect("/v1/ws") as ws:
+        submit = encode(WsSubmit(image=png), max_bytes=1 << 22)
+        await ws.send_bytes(submit)
+        ack = await _recv(ws)
+        assert isinstance(ack.message, WsAck) and ack.correlation_id == decode(submit, max_bytes=1 << 22).id
+        stages = []
+        while True:
+            env = await _recv(ws)
+            if isinstance(env.message, JobProgress):
+                stages.append(env.message.stage)
+                continue
+            break
+        assert isinstance(env.message, WsResult) and env.message.state == "done"
+        assert "running" in stages and "perceived" in stages
+        assert np.asarray(Image.open(io.BytesIO(env.message.png))).shape == (192, 256, 3)
 
 
 async def test_websocket_bad_frames_get_errors_and_the_socket_stays_usable(tmp_path, png):
@@ -528,21 +526,20 @@ async def test_websocket_bad_frames_get_errors_and_the_socket_stays_usable(tmp_p
 
 async def test_client_restores_over_http_and_websocket_and_reports_busy(tmp_path, png):
     """AgentirClient.restore and ws_restore return the PNG and trace; a refusal is DaemonBusy with retry_after."""
-    async with started(tmp_path, token="t0k", max_per_client=1) as (daemon, _http):
-        async with AgentirClient(daemon.url, token="t0k") as client:
-            result, trace = await client.restore(png, options={"max_tool_calls": 8})
-            assert result.startswith(b"\x89PNG") and trace["tool_calls"] >= 1
-            progress: list[str] = []
-            result, trace = await client.ws_restore(png, on_progress=lambda p: progress.append(p.stage))
-            assert result.startswith(b"\x89PNG") and progress
-            daemon.worker.pause()
+    async with started(tmp_path, token="t0k", max_per_client=1) as (daemon, _http), AgentirClient(daemon.url, token="t0k") as client:
+        result, trace = await client.restore(png, options={"max_tool_calls": 8})
+        assert result.startswith(b"\x89PNG") and trace["tool_calls"] >= 1
+        progress: list[str] = []
+        result, trace = await client.ws_restore(png, on_progress=lambda p: progress.append(p.stage))
+        assert result.startswith(b"\x89PNG") and progress
+        daemon.worker.pause()
+        await client.submit(png)
+        with pytest.raises(DaemonBusy) as busy:
             await client.submit(png)
-            with pytest.raises(DaemonBusy) as busy:
-                await client.submit(png)
-            assert busy.value.status == 429 and busy.value.retry_after == 3
-            with pytest.raises(DaemonError) as err:
-                await client.status("f" * 32)
-            assert err.value.status == 404
+        assert busy.value.status == 429 and busy.value.retry_after == 3
+        with pytest.raises(DaemonError) as err:
+            await client.status("f" * 32)
+        assert err.value.status == 404
 
 
 async def test_the_daemon_learns_from_judged_steps_unless_frozen(tmp_path, png):

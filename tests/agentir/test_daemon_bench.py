@@ -23,7 +23,7 @@ def test_percentile_interpolates_and_handles_edges():
 def test_config_file_then_overrides(tmp_path, monkeypatch):
     """A TOML [serve] table sets values, AGENTIR_TOKEN sets the token, explicit overrides win."""
     cfg = tmp_path / "agentir.toml"
-    cfg.write_text('[serve]\nport = 9000\nconcurrency = 3\nmax_queue = 10\n')
+    cfg.write_text("[serve]\nport = 9000\nconcurrency = 3\nmax_queue = 10\n")
     monkeypatch.setenv("AGENTIR_TOKEN", "from-env")
     config = DaemonConfig.load(cfg, port=9100, data=str(tmp_path / "d"))
     assert (config.port, config.concurrency, config.max_queue, config.token) == (9100, 3, 10, "from-env")

@@ -15,7 +15,6 @@ import pytest
 from agent_policies.knowledge import Knowledge
 from agentir.explore import build_jobs, main_explore, training_images
 
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clean"
 
 

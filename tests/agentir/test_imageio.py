@@ -405,7 +405,7 @@ def test_pillow_bomb_warning_becomes_input_error() -> None:
 def test_bomb_over_default_limit_is_refused_when_pillow_only_warns() -> None:
     """With Pillow's warning merely shown, our own default limit still refuses 90 M pixels."""
     data = _png_header_only(10_000, 9_000)
-    assert 10_000 * 9_000 > MAX_PIXELS
+    assert MAX_PIXELS < 10_000 * 9_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with pytest.raises(ImageInputError, match=f"limit {MAX_PIXELS}"):
@@ -433,7 +433,7 @@ def test_loading_leaves_pillow_globals_alone(tmp_path: Path) -> None:
     decode_image(_encode(Image.new("RGB", (8, 8)), "PNG"))
     with pytest.raises(ImageInputError):
         decode_image(_png_header_only(100_000, 100_000))
-    assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before
+    assert before == (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
 
 
 def test_error_message_strips_newlines() -> None:
@@ -530,9 +530,7 @@ def test_collect_inputs_keeps_input_order(tmp_path: Path) -> None:
 
 def test_supported_suffixes_are_lowercase_with_dot() -> None:
     """SUPPORTED_SUFFIXES holds the documented lower-case suffixes."""
-    assert SUPPORTED_SUFFIXES == {
-        ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"
-    }
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"} == SUPPORTED_SUFFIXES
 
 
 # ----------------------------------------------------------------------------- output_paths
@@ -603,9 +601,7 @@ def test_invalid_array_writes_nothing(tmp_path: Path, bad: object) -> None:
 
 
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
-def test_failure_during_write_leaves_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
-) -> None:
+def test_failure_during_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
     """If the disk write or rename fails, the old file stays intact and no temp file remains."""
     path = tmp_path / "out.png"
     path.write_bytes(b"old")
@@ -621,9 +617,7 @@ def test_failure_during_write_leaves_no_partial_file(
     assert _files_in(tmp_path) == ["out.png"]
 
 
-def test_failure_without_existing_file_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_without_existing_file_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed first write leaves neither the target nor a temporary file."""
 
     def boom(*args: object, **kwargs: object) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agentir.imageio import load_image
-from agentir.pipeline import Restorer, RestoreError
+from agentir.pipeline import RestoreError, Restorer
 from toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
 from toolbox.degrade import degrade
 from toolbox.metrics import psnr

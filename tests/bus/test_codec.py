@@ -15,8 +15,17 @@ REF = BlobRef(sha256="ab" * 32, shape=(8, 9, 3), dtype="uint8")
 
 
 def _raw(**overrides):
-    env = {"k": "job.submitted", "v": 1, "id": "x", "cid": None, "cause": None, "src": "t", "ts": 1.0, "rt": None,
-           "b": {"job": "j1", "image": {"sha256": "ab" * 32, "shape": [8, 9, 3], "dtype": "uint8"}}}
+    env = {
+        "k": "job.submitted",
+        "v": 1,
+        "id": "x",
+        "cid": None,
+        "cause": None,
+        "src": "t",
+        "ts": 1.0,
+        "rt": None,
+        "b": {"job": "j1", "image": {"sha256": "ab" * 32, "shape": [8, 9, 3], "dtype": "uint8"}},
+    }
     env.update(overrides)
     return msgpack.packb(env, use_bin_type=True)
 
@@ -25,8 +34,15 @@ def _raw(**overrides):
     "msg",
     [
         JobSubmitted(job="j1", image=REF, policy="random", options={"max_tool_calls": 5, "nested": {"a": [1, 2]}}),
-        ExecuteStep(job="j", node=3, subtask="noise", image=REF, tools=["a", "b"], remaining=["c"],
-                    prior=[Candidate(tool="z", image=REF, level="high", score=2.5, seconds=0.1)]),
+        ExecuteStep(
+            job="j",
+            node=3,
+            subtask="noise",
+            image=REF,
+            tools=["a", "b"],
+            remaining=["c"],
+            prior=[Candidate(tool="z", image=REF, level="high", score=2.5, seconds=0.1)],
+        ),
         Reflected(job="j", node=0, subtask="haze", candidates=[Candidate(tool="t", error="boom")], verdict="failure", best=-1),
         JobFinished(job="j", result=REF, trace={"steps": [{"tool": "x", "seconds": 0.5}], "rollbacks": 1}),
     ],

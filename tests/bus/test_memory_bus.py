@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 from bus.blobs import BlobRef
 from bus.errors import BusClosed, BusFull, NoResponders, RemoteError, RequestTimeout
 from bus.memory import InMemoryBus
-from bus.messages import ErrorReply, JobProgress, PerceiveRequest, Perceived
+from bus.messages import ErrorReply, JobProgress, Perceived, PerceiveRequest
 
 REF = BlobRef(sha256="cd" * 32, shape=(2, 2, 3), dtype="uint8")
 

@@ -14,11 +14,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from kernels import backend, convert  # noqa: E402
+from kernels import backend, convert
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def triton_runnable() -> bool:
     """Whether the Triton kernels can run on DEVICE (natively on CUDA, or interpreted)."""

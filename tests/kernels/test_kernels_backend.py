@@ -139,9 +139,7 @@ def test_fresh_process_without_interpreter_fails_loudly() -> None:
         "except kernels.KernelBackendError as e:\n"
         "    print('ERR', e)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert "ERR to_float_nchw: AGENTIR_KERNELS=triton cannot run on a cpu tensor" in proc.stdout, proc.stderr
     assert "TRITON_INTERPRET=1" in proc.stdout
 

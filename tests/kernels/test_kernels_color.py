@@ -17,11 +17,11 @@ from kernels.testing import ATOL, LAYOUTS, assert_close64, make_layout
 
 SHAPES = [
     # (N, H, W)     why
-    (1, 1, 1),      # a single pixel
-    (1, 5, 7),      # odd height and width
-    (2, 17, 33),    # a batch; one past powers of two
-    (1, 130, 3),    # several block rows under the interpreter (128-row blocks)
-    (1, 2, 300),    # several block columns under the interpreter (256-column blocks)
+    (1, 1, 1),  # a single pixel
+    (1, 5, 7),  # odd height and width
+    (2, 17, 33),  # a batch; one past powers of two
+    (1, 130, 3),  # several block rows under the interpreter (128-row blocks)
+    (1, 2, 300),  # several block columns under the interpreter (256-column blocks)
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 OPS = [
@@ -58,9 +58,7 @@ def test_half_precision_dtypes(force_triton: None, device: torch.device, op, ref
     assert out.dtype == dtype
     # ycbcr_to_rgb reaches values up to ~1.7 on random input: scale the tolerance with |out|.
     expected = ref(x.double())
-    torch.testing.assert_close(
-        out.double(), expected, atol=ATOL[dtype] * max(1.0, expected.abs().max().item()), rtol=0
-    )
+    torch.testing.assert_close(out.double(), expected, atol=ATOL[dtype] * max(1.0, expected.abs().max().item()), rtol=0)
 
 
 def test_ycbcr_known_colours(any_backend: str, device: torch.device) -> None:
@@ -109,10 +107,10 @@ def test_empty_inputs_return_empty(force_triton: None, device: torch.device, op,
 @pytest.mark.parametrize(
     "x, match",
     [
-        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "dtype float32, float16"),   # integer images
+        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "dtype float32, float16"),  # integer images
         (torch.zeros(1, 3, 4, 4, dtype=torch.float64), "convert it first"),
-        (torch.zeros(1, 4, 4, 3), "3 channels"),                          # channels last
-        (torch.zeros(3, 4), "N x 3 x H x W"),                             # rank 2
+        (torch.zeros(1, 4, 4, 3), "3 channels"),  # channels last
+        (torch.zeros(3, 4), "N x 3 x H x W"),  # rank 2
         ("not a tensor", "torch.Tensor"),
     ],
 )

@@ -27,7 +27,11 @@ def test_all_kernels_compile_for_sm90(tmp_path: Path) -> None:
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")  # keep the user's cache untouched
     proc = subprocess.run(
         [sys.executable, "-m", "kernels.compile_check", "--arch", "90"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

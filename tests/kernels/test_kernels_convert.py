@@ -11,11 +11,11 @@ from kernels.testing import LAYOUTS, assert_close64, make_layout
 
 SHAPES = [
     # (N, H, W)     why
-    (1, 1, 1),      # a single pixel: all lanes of the block but one are masked
-    (1, 5, 7),      # odd height and width
-    (2, 17, 33),    # a batch; one past powers of two
-    (1, 130, 3),    # taller than one interpreter block (128 rows): several block rows
-    (1, 2, 300),    # wider than one interpreter block (256 columns)
+    (1, 1, 1),  # a single pixel: all lanes of the block but one are masked
+    (1, 5, 7),  # odd height and width
+    (2, 17, 33),  # a batch; one past powers of two
+    (1, 130, 3),  # taller than one interpreter block (128 rows): several block rows
+    (1, 2, 300),  # wider than one interpreter block (256 columns)
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -114,7 +114,7 @@ def test_round_trip_uint8_float_uint8(any_backend: str, device: torch.device) ->
     [
         ((0, 4, 5, 3), (0, 3, 4, 5)),  # no images
         ((2, 0, 5, 3), (2, 3, 0, 5)),  # zero height
-        ((0, 5, 3), (3, 0, 5)),        # 3-D, zero height
+        ((0, 5, 3), (3, 0, 5)),  # 3-D, zero height
     ],
 )
 def test_empty_inputs_return_empty(force_triton: None, device: torch.device, shape_in, shape_out) -> None:
@@ -129,7 +129,7 @@ def test_empty_inputs_return_empty(force_triton: None, device: torch.device, sha
 @pytest.mark.parametrize(
     "fn, x, kwargs, match",
     [
-        (to_float_nchw, torch.zeros(2, 4, 4, 3), {}, "dtype uint8"),           # float input
+        (to_float_nchw, torch.zeros(2, 4, 4, 3), {}, "dtype uint8"),  # float input
         (to_float_nchw, torch.zeros(2, 4, 4, 4, dtype=torch.uint8), {}, "3 channels"),
         (to_float_nchw, torch.zeros(4, 4, dtype=torch.uint8), {}, "N x H x W x 3"),
         (to_float_nchw, torch.zeros(1, 4, 4, 3, dtype=torch.uint8), {"dtype": torch.int32}, "dtype must"),

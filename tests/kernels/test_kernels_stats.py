@@ -13,12 +13,12 @@ from kernels.testing import LAYOUTS, make_layout
 
 SHAPES = [
     # (N, H, W)     why
-    (1, 1, 1),      # a single pixel: no gradient pairs, no blockiness pairs
-    (1, 5, 7),      # odd height and width, narrower than one 8x8 block
-    (2, 17, 33),    # a batch; one past powers of two; several block boundaries
-    (1, 130, 3),    # several row blocks under the interpreter (128 rows): dy across blocks
-    (1, 2, 300),    # several column chunks under the interpreter (256 columns): dx across chunks
-    (1, 9, 9),      # exactly one block-boundary pair per row
+    (1, 1, 1),  # a single pixel: no gradient pairs, no blockiness pairs
+    (1, 5, 7),  # odd height and width, narrower than one 8x8 block
+    (2, 17, 33),  # a batch; one past powers of two; several block boundaries
+    (1, 130, 3),  # several row blocks under the interpreter (128 rows): dy across blocks
+    (1, 2, 300),  # several column chunks under the interpreter (256 columns): dx across chunks
+    (1, 9, 9),  # exactly one block-boundary pair per row
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Absolute tolerance against the float64 reference, per input dtype. Half inputs are upcast
@@ -39,9 +39,7 @@ def _rand(shape: tuple[int, ...], device: torch.device, seed: int = 0) -> torch.
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
     assert actual.dtype == torch.float32 and actual.shape == expected.shape
-    torch.testing.assert_close(
-        actual.double().cpu(), expected.double().cpu(), atol=STATS_ATOL[dtype], rtol=1e-5, equal_nan=True
-    )
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), atol=STATS_ATOL[dtype], rtol=1e-5, equal_nan=True)
 
 
 def _column(out: torch.Tensor, name: str) -> torch.Tensor:
@@ -82,10 +80,14 @@ def test_columns_match_direct_definitions(any_backend: str, device: torch.device
     v, d = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
     dx = (y[:, 1:] - y[:, :-1]).abs()
     expected = {
-        "luma_mean": y.mean(), "luma_var": y.var(unbiased=False),
-        "value_mean": v.mean(), "value_var": v.var(unbiased=False),
-        "dark_mean": d.mean(), "saturation_mean": ((v - d) / v).mean(),
-        "grad_x_mean": dx.mean(), "grad_y_mean": (y[1:] - y[:-1]).abs().mean(),
+        "luma_mean": y.mean(),
+        "luma_var": y.var(unbiased=False),
+        "value_mean": v.mean(),
+        "value_var": v.var(unbiased=False),
+        "dark_mean": d.mean(),
+        "saturation_mean": ((v - d) / v).mean(),
+        "grad_x_mean": dx.mean(),
+        "grad_y_mean": (y[1:] - y[:-1]).abs().mean(),
         # Pairs starting at columns 7 and 15 are block boundaries.
         "blockiness": dx[:, [7, 15]].mean() / dx[:, [c for c in range(19) if c not in (7, 15)]].mean(),
     }
@@ -155,10 +157,10 @@ def test_empty_inputs(force_triton: None, device: torch.device, shape) -> None:
 @pytest.mark.parametrize(
     "x, match",
     [
-        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "dtype float32, float16"),   # integer images
+        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "dtype float32, float16"),  # integer images
         (torch.zeros(1, 3, 4, 4, dtype=torch.float64), "convert it first"),
-        (torch.zeros(1, 4, 4, 3), "3 channels"),                          # channels last
-        (torch.zeros(3, 4), "N x 3 x H x W"),                             # rank 2
+        (torch.zeros(1, 4, 4, 3), "3 channels"),  # channels last
+        (torch.zeros(3, 4), "N x 3 x H x W"),  # rank 2
         ("not a tensor", "torch.Tensor"),
     ],
 )
@@ -180,6 +182,4 @@ def test_full_hd_on_gpu(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> 
     torch.testing.assert_close(out.double(), image_stats_reference(x.double()).double(), atol=1e-5, rtol=1e-5)
     assert torch.equal(out, image_stats(x))
     crop = x[:, :, 3:1001:2, 5:1900]
-    torch.testing.assert_close(
-        image_stats(crop).double(), image_stats_reference(crop.double()).double(), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(image_stats(crop).double(), image_stats_reference(crop.double()).double(), atol=1e-5, rtol=1e-5)

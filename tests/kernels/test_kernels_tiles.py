@@ -11,14 +11,14 @@ from kernels.tiles import blend_tiles_reference, tile_starts
 
 ROUND_TRIPS = [
     # (H, W, tile, overlap)       why
-    (1, 1, 4, 0),                 # single pixel, tile larger than the image
-    (5, 7, 3, 1),                 # odd sizes, small tiles, shifted last tile on both axes
-    (37, 53, 16, 4),              # odd image, power-of-two tile
-    (64, 64, 32, 8),              # exact multiple of the stride plus the overlap
-    (33, 130, (8, 16), (2, 5)),   # rectangular tiles and overlaps
-    (20, 9, 32, 8),               # tile bigger than the image on both axes: one clipped tile
-    (12, 13, 5, 4),               # overlap = tile - 1 (stride-1 tiles: 72 of them)
-    (19, 300, 12, 0),             # no overlap; wider than one interpreter block
+    (1, 1, 4, 0),  # single pixel, tile larger than the image
+    (5, 7, 3, 1),  # odd sizes, small tiles, shifted last tile on both axes
+    (37, 53, 16, 4),  # odd image, power-of-two tile
+    (64, 64, 32, 8),  # exact multiple of the stride plus the overlap
+    (33, 130, (8, 16), (2, 5)),  # rectangular tiles and overlaps
+    (20, 9, 32, 8),  # tile bigger than the image on both axes: one clipped tile
+    (12, 13, 5, 4),  # overlap = tile - 1 (stride-1 tiles: 72 of them)
+    (19, 300, 12, 0),  # no overlap; wider than one interpreter block
 ]
 
 
@@ -30,11 +30,11 @@ def _rand(shape: tuple[int, ...], device: torch.device, seed: int = 0) -> torch.
 @pytest.mark.parametrize(
     "length, tile, overlap, starts",
     [
-        (10, 4, 1, [0, 3, 6]),       # stride 3; the last tile already ends at the border
-        (11, 4, 1, [0, 3, 6, 7]),    # the last tile is shifted back to end at the border
-        (3, 8, 2, [0]),              # tile clipped to the image
+        (10, 4, 1, [0, 3, 6]),  # stride 3; the last tile already ends at the border
+        (11, 4, 1, [0, 3, 6, 7]),  # the last tile is shifted back to end at the border
+        (3, 8, 2, [0]),  # tile clipped to the image
         (5, 1, 0, [0, 1, 2, 3, 4]),  # one-pixel tiles
-        (0, 4, 1, []),               # empty axis
+        (0, 4, 1, []),  # empty axis
     ],
 )
 def test_tile_starts_rule(length, tile, overlap, starts) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 
@@ -221,7 +222,7 @@ def test_levels_are_monotone(name: str) -> None:
             out, _ = degrade(img, name, np.random.default_rng(100 + s), level=level)
             vals.append(psnr255(out, img))
         means.append(float(np.mean(vals)))
-    assert all(a > b for a, b in zip(means, means[1:])), (name, means)
+    assert all(a > b for a, b in itertools.pairwise(means)), (name, means)
 
 
 # ---------------------------------------------------------------------------- the formulas
@@ -301,7 +302,7 @@ def test_horizontal_motion_blur_is_one_sided() -> None:
 def test_rain_adds_the_same_streaks_to_all_channels() -> None:
     """Rain only brightens, and adds one grey streak layer to every channel."""
     img = np.full((64, 64, 3), 60, np.uint8)
-    out, p = degrade(img, "rain", np.random.default_rng(4))
+    out, _p = degrade(img, "rain", np.random.default_rng(4))
     added = out.astype(int) - 60
     assert added.min() >= 0 and added.max() > 100
     assert np.array_equal(added[..., 0], added[..., 1]) and np.array_equal(added[..., 1], added[..., 2])

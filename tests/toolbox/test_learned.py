@@ -145,7 +145,7 @@ def test_allinone_runs_on_mixed_degradations() -> None:
     clean = _examples()[0][:101, :99]
     deg, _ = degrade_chain(clean, ["noise", "jpeg"], np.random.default_rng(9), levels=["medium", "medium"])
     out = _restore("allinone", deg)
-    assert out.shape == deg.shape and np.isfinite(out).all() and 0.0 <= out.min() and out.max() <= 1.0
+    assert out.shape == deg.shape and np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_missing_and_corrupt_weights_name_the_file_and_the_command(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 import zipfile
@@ -200,7 +201,7 @@ def test_format_mismatch_is_explained(tmp_path: Path) -> None:
     _export(Brighten(), tmp_path / "m.pt2")
     with pytest.raises(PluginError, match='it is a TorchScript archive: set format = "torchscript"'):
         parse_plugins(_toml(tmp_path / "a.toml", _entry("pl_a", "m.pt", format="export")))
-    with pytest.raises(PluginError, match='it is a torch.export archive: set format = "export"'):
+    with pytest.raises(PluginError, match=re.escape('it is a torch.export archive: set format = "export"')):
         parse_plugins(_toml(tmp_path / "b.toml", _entry("pl_b", "m.pt2", format="torchscript")))
 
 
@@ -214,7 +215,7 @@ def test_export_archive_with_pickled_weights_is_refused(tmp_path: Path) -> None:
             if item.filename.endswith("_weights_config.json"):
                 data = data.replace(b'"use_pickle": false', b'"use_pickle": true')
             zout.writestr(item, data)
-    with pytest.raises(PluginError, match="which torch.export.load would unpickle"):
+    with pytest.raises(PluginError, match=r"which torch\.export\.load would unpickle"):
         parse_plugins(_toml(tmp_path / "p.toml", _entry("pl_evil", "evil.pt2")))
 
 

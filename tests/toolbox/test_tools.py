@@ -13,9 +13,9 @@ import torch
 import toolbox.tools
 from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, run_on_rgb, tools_for
 from toolbox.degrade import apply_params, bicubic_resize
+from toolbox.tools._common import estimate_noise_sigma
 from toolbox.tools.brighten import classify_darkening
 from toolbox.tools.deblur import estimate_defocus, estimate_motion
-from toolbox.tools._common import estimate_noise_sigma
 from toolbox.tools.jpeg import estimate_jpeg_quality
 from toolbox.vocab import DEGRADATIONS
 
@@ -233,9 +233,7 @@ QUALITY_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("degradation", "params", "min_gain"), QUALITY_CASES, ids=lambda v: v if isinstance(v, str) else ""
-)
+@pytest.mark.parametrize(("degradation", "params", "min_gain"), QUALITY_CASES, ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("photo", ["chelsea", "rocket"])
 def test_first_tool_raises_psnr(degradation, params, min_gain, photo):
     """On a benchmark-degraded photograph the best-first tool for that degradation gains at least min_gain dB."""

@@ -80,12 +80,12 @@ def load_network(name: str, path: Path) -> tuple[torch.nn.Module, dict[str, Any]
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has .keys() but is not iterable
         arch = meta["arch"]
         kwargs = json.loads(meta.get("arch_kwargs", "{}"))
         net = build(arch, **kwargs)
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except Exception as exc:  # noqa: BLE001 - safetensors / torch raise many types for a bad file
+    except Exception as exc:
         text = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ToolError(name, f"cannot load weights file {path} ({type(exc).__name__}: {text}); {_retrain_hint(name)}") from exc
     return net.eval(), meta

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from toolbox.degrade import crop_to_multiple, degrade_chain
-from toolbox.splits import split_images  # noqa: F401 - re-exported (the split the tools train on)
+from toolbox.splits import split_images
 
 __all__ = ["LEVELS", "MIX_DEGRADATIONS", "RECIPES", "PatchPool", "Recipe", "load_rgb", "split_images", "synthesise"]
 
@@ -54,9 +54,16 @@ class Recipe:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "degradation": self.degradation, "scale": self.scale,
-            "degradations": list(self.degradations), "mixed": self.mixed, "arch": self.arch,
-            "arch_kwargs": dict(self.arch_kwargs), "batch": self.batch, "patch": self.patch, "lr": self.lr,
+            "name": self.name,
+            "degradation": self.degradation,
+            "scale": self.scale,
+            "degradations": list(self.degradations),
+            "mixed": self.mixed,
+            "arch": self.arch,
+            "arch_kwargs": dict(self.arch_kwargs),
+            "batch": self.batch,
+            "patch": self.patch,
+            "lr": self.lr,
             "levels": [lv or "test-set" for lv in LEVELS],
         }
 
@@ -70,21 +77,69 @@ _LEAKY = (("ch", 32), ("leaky", 0.1))
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe("cnn_denoise", "noise", 1, ("noise",), steps=4000,
-               description="residual U-Net at half resolution trained on Gaussian and Poisson noise, all levels"),
-        Recipe("cnn_dejpeg", "jpeg", 1, ("jpeg",), steps=3000,
-               description="residual U-Net at half resolution trained on JPEG qualities 9-55 (block grid aligned)"),
-        Recipe("cnn_sr", "low_resolution", 4, ("low_resolution",), arch="srres", arch_kwargs=_SR, steps=3000, patch=96,
-               description="x4 residual CNN over bicubic, trained on the antialiased MATLAB-bicubic downscale"),
-        Recipe("cnn_motion_deblur", "motion_blur", 1, ("motion_blur",), arch_kwargs=_LEAKY, steps=2000, batch=8, patch=96, lr=5e-4,
-               description="residual U-Net at half resolution trained on the benchmark's line motion kernels"),
-        Recipe("allinone", "noise", 1, MIX_DEGRADATIONS, mixed=True, arch_kwargs=_LEAKY, steps=2400, lr=5e-4,
-               description="experimental residual U-Net for 1-3 mixed degradations (noise, jpeg, dark, haze, blur, rain); "
-                           "the shipped weights lose 1.3 dB on held-out medium mixtures, manual only"),
-        Recipe("cnn_defocus_deblur", "defocus_blur", 1, ("defocus_blur",), arch_kwargs=_LEAKY, steps=2000, batch=8, patch=96, lr=5e-4,
-               description="residual U-Net at half resolution trained on the benchmark's defocus kernels"),
-        Recipe("cnn_derain", "rain", 1, ("rain",), arch_kwargs=_LEAKY, steps=2400, lr=5e-4,
-               description="residual U-Net at half resolution trained on synthetic rain streaks"),
+        Recipe(
+            "cnn_denoise", "noise", 1, ("noise",), steps=4000, description="residual U-Net at half resolution trained on Gaussian and Poisson noise, all levels"
+        ),
+        Recipe(
+            "cnn_dejpeg", "jpeg", 1, ("jpeg",), steps=3000, description="residual U-Net at half resolution trained on JPEG qualities 9-55 (block grid aligned)"
+        ),
+        Recipe(
+            "cnn_sr",
+            "low_resolution",
+            4,
+            ("low_resolution",),
+            arch="srres",
+            arch_kwargs=_SR,
+            steps=3000,
+            patch=96,
+            description="x4 residual CNN over bicubic, trained on the antialiased MATLAB-bicubic downscale",
+        ),
+        Recipe(
+            "cnn_motion_deblur",
+            "motion_blur",
+            1,
+            ("motion_blur",),
+            arch_kwargs=_LEAKY,
+            steps=2000,
+            batch=8,
+            patch=96,
+            lr=5e-4,
+            description="residual U-Net at half resolution trained on the benchmark's line motion kernels",
+        ),
+        Recipe(
+            "allinone",
+            "noise",
+            1,
+            MIX_DEGRADATIONS,
+            mixed=True,
+            arch_kwargs=_LEAKY,
+            steps=2400,
+            lr=5e-4,
+            description="experimental residual U-Net for 1-3 mixed degradations (noise, jpeg, dark, haze, blur, rain); "
+            "the shipped weights lose 1.3 dB on held-out medium mixtures, manual only",
+        ),
+        Recipe(
+            "cnn_defocus_deblur",
+            "defocus_blur",
+            1,
+            ("defocus_blur",),
+            arch_kwargs=_LEAKY,
+            steps=2000,
+            batch=8,
+            patch=96,
+            lr=5e-4,
+            description="residual U-Net at half resolution trained on the benchmark's defocus kernels",
+        ),
+        Recipe(
+            "cnn_derain",
+            "rain",
+            1,
+            ("rain",),
+            arch_kwargs=_LEAKY,
+            steps=2400,
+            lr=5e-4,
+            description="residual U-Net at half resolution trained on synthetic rain streaks",
+        ),
     )
 }
 

@@ -189,12 +189,11 @@ def train(
         if resume and ckpt_path.exists():
             try:
                 ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            except Exception as exc:
                 raise ValueError(f"checkpoint {ckpt_path} cannot be read ({type(exc).__name__}); pass --fresh to start over") from exc
             if ck["config"] != {"name": name, "seed": seed, "steps": steps}:
                 raise ValueError(
-                    f"checkpoint {ckpt_path} is from another run ({ck['config']}); "
-                    f"pass --fresh to start over or the same --seed/--steps to continue it"
+                    f"checkpoint {ckpt_path} is from another run ({ck['config']}); pass --fresh to start over or the same --seed/--steps to continue it"
                 )
             net.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
@@ -325,9 +324,18 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
         return EXIT_USAGE
     try:
         train(
-            args.name, steps=args.steps, seed=args.seed, data=args.data, out=args.out, weights_out=args.weights_out,
-            resume=args.resume, threads=args.threads, ckpt_every=args.ckpt_every, eval_images=args.eval_images,
-            progress=args.progress, stop_after=args.stop_after,
+            args.name,
+            steps=args.steps,
+            seed=args.seed,
+            data=args.data,
+            out=args.out,
+            weights_out=args.weights_out,
+            resume=args.resume,
+            threads=args.threads,
+            ckpt_every=args.ckpt_every,
+            eval_images=args.eval_images,
+            progress=args.progress,
+            stop_after=args.stop_after,
         )
     except (FileNotFoundError, ValueError, OSError) as exc:
         _err(f"error: {exc}")

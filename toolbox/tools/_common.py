@@ -18,16 +18,16 @@ from toolbox.base import ToolError, check_batch
 
 __all__ = [
     "NumpyTool",
+    "dct_threshold",
+    "defocus_kernel",
     "estimate_noise_sigma",
-    "to_opponent",
     "from_opponent",
     "guided_filter",
-    "dct_threshold",
-    "pad_taper",
-    "wiener_deconv",
-    "psf2otf",
     "motion_kernel",
-    "defocus_kernel",
+    "pad_taper",
+    "psf2otf",
+    "to_opponent",
+    "wiener_deconv",
 ]
 
 

@@ -14,8 +14,6 @@ The Wiener regularisation grows with the estimated noise (:func:`noise_aware_reg
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from toolbox.tools._common import NumpyTool, defocus_kernel, estimate_noise_sigma, motion_kernel, pad_taper, psf2otf, wiener_deconv
@@ -210,9 +208,7 @@ class RLMotionDeblur(NumpyTool):
 
 #: Radii tried by the defocus estimator: no blur (identity), the small blur left after a x4
 #: downscale (defocus_blur + low_resolution), the recipe's radii and the gap between them.
-DEFOCUS_SEARCH: tuple[tuple[float, float], ...] = (
-    (0, 0.1), (1.0, 0.3), (1.5, 0.3), (2, 0.1), (3, 0.1), (4, 0.5), (5, 0.5), (6, 0.5)
-)
+DEFOCUS_SEARCH: tuple[tuple[float, float], ...] = ((0, 0.1), (1.0, 0.3), (1.5, 0.3), (2, 0.1), (3, 0.1), (4, 0.5), (5, 0.5), (6, 0.5))
 
 
 def estimate_defocus(img: np.ndarray, candidates: tuple[tuple[float, float], ...] = DEFOCUS_SEARCH) -> tuple[float, float]:

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
+import subprocess
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from structlog.testing import capture_logs
 
+import toolbox.learned
 import toolbox.tools
-from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, tools_for
+from toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, Tool, ToolError, tools_for, unavailable_reason
 from toolbox.degrade import bicubic_resize, degrade, degrade_chain
-from toolbox.learned import LEARNED_TOOLS, LearnedTool, weights_path
+from toolbox.learned import LEARNED_SPECS, LEARNED_TOOLS, LearnedTool, weights_path
 from toolbox.learned.data import RECIPES
+from toolbox.learned.nets import build
 from toolbox.plugins import load_plugins, unload_plugins
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clean"
-#: Shipped models. cnn_motion_deblur is trainable but not shipped: its runs stayed at the identity
-#: (+0.00 dB held-out), so it is not registered until a run beats its input.
+#: Shipped models. cnn_motion_deblur is trainable but not shipped (its weights are "optional"): its
+#: runs stayed at the identity (+0.00 dB held-out), so it is not registered until a run writes them.
 CORE = ("cnn_denoise", "cnn_dejpeg", "cnn_sr", "allinone")
 #: Mean PSNR gain (dB) each shipped model must reach on the three example images degraded at
 #: level "medium" (seeded as below); the comments give what the shipped weights measure.
@@ -148,7 +155,17 @@ def test_allinone_runs_on_mixed_degradations() -> None:
     assert out.shape == deg.shape and np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
 
 
+def test_optional_weights_register_only_once_their_file_exists() -> None:
+    """Shipped weights always register their tool; optional (unshipped) ones only when their file exists."""
+    for spec in LEARNED_SPECS:
+        if spec.weights == "shipped":
+            assert spec.name in TOOL_INFO
+        elif spec.weights == "optional":
+            assert (spec.name in TOOL_INFO) == weights_path(spec.name).is_file()
+
+
 def test_missing_and_corrupt_weights_name_the_file_and_the_command(tmp_path: Path) -> None:
+    """LearnedTool on a missing or non-safetensors file raises ToolError naming the file and the retraining command."""
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(ToolError, match=r"nope\.safetensors.*agentir train tool cnn_dejpeg"):
         LearnedTool("cnn_dejpeg", "jpeg", 1, weights=missing)
@@ -156,6 +173,138 @@ def test_missing_and_corrupt_weights_name_the_file_and_the_command(tmp_path: Pat
     bad.write_bytes(b"not a safetensors file at all")
     with pytest.raises(ToolError, match=r"bad\.safetensors.*agentir train tool cnn_denoise"):
         LearnedTool("cnn_denoise", "noise", 1, weights=bad)
+
+
+# --- missing or corrupt shipped weights ----------------------------------------------------
+
+
+@pytest.fixture
+def weights_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the shipped weights folder that ``toolbox.learned`` reads instead (the real files are never touched)."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for path in toolbox.learned.WEIGHTS_DIR.glob("*.safetensors"):
+        shutil.copy(path, folder / path.name)
+    monkeypatch.setattr(toolbox.learned, "WEIGHTS_DIR", folder)
+    learned = [s.name for s in LEARNED_SPECS if s.name in TOOLS]
+    for name in learned:  # built tools hold the real files' networks; rebuild from the copy
+        TOOLS.forget(name)
+    yield folder
+    for name in learned:  # and from the real files again after the test
+        TOOLS.forget(name)
+
+
+def _unavailable_logs(logs: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(e["tool"], e["reason"]) for e in logs if e["event"] == "tool.unavailable" and e["log_level"] == "warning"]
+
+
+def test_missing_shipped_weights_leave_the_tool_registered_but_unavailable(weights_copy: Path) -> None:
+    """Without its file, cnn_sr stays registered; building it raises ToolError naming the file and
+    `agentir train tool cnn_sr`, logged once; the other tools are unaffected."""
+    path = weights_copy / "cnn_sr.safetensors"
+    path.unlink()
+    assert "cnn_sr" in TOOL_INFO and "cnn_sr" in tools_for("low_resolution")
+    reason = unavailable_reason("cnn_sr")
+    assert reason == f"weights file {path} not found; retrain it with `agentir train tool cnn_sr`"
+    with capture_logs() as logs:
+        for _ in range(2):
+            with pytest.raises(ToolError) as err:
+                TOOLS.get("cnn_sr")
+            assert err.value.tool == "cnn_sr" and err.value.reason == reason
+    assert _unavailable_logs(logs) == [("cnn_sr", reason)]
+    assert all(unavailable_reason(n) is None for n in ("bp_sr", "cnn_denoise", "cnn_dejpeg", "allinone", "fusion_denoise"))
+
+
+def _truncated(folder: Path, name: str) -> None:
+    path = folder / f"{name}.safetensors"
+    path.write_bytes(path.read_bytes()[:100_000])
+
+
+def _not_safetensors(folder: Path, name: str) -> None:
+    (folder / f"{name}.safetensors").write_bytes(b"not a safetensors file at all")
+
+
+def _other_architecture(folder: Path, name: str) -> None:
+    net = build("unetres", ch=32)  # cnn_sr is an srres network
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / f"{name}.safetensors"), metadata={"arch": "unetres", "arch_kwargs": '{"ch": 32}'}
+    )
+
+
+def _other_tool(folder: Path, name: str) -> None:
+    shutil.copy(folder / "cnn_denoise.safetensors", folder / f"{name}.safetensors")  # same network type, other task
+
+
+@pytest.mark.parametrize(
+    ("name", "corrupt", "why"),
+    [
+        ("cnn_sr", _truncated, "cannot load weights file"),
+        ("cnn_dejpeg", _not_safetensors, "cannot load weights file"),
+        ("cnn_sr", _other_architecture, "holds a unetres"),
+        ("cnn_dejpeg", _other_tool, "was trained for cnn_denoise, not cnn_dejpeg"),
+    ],
+)
+def test_corrupt_shipped_weights_make_the_tool_unavailable(weights_copy: Path, name: str, corrupt: Callable[[Path, str], None], why: str) -> None:
+    """A truncated file, a non-safetensors file, another architecture's or another tool's file: ToolError
+    naming the file and the command, the same reason from unavailable_reason, logged once."""
+    corrupt(weights_copy, name)
+    reason = unavailable_reason(name)
+    assert reason is not None and why in reason
+    assert str(weights_copy / f"{name}.safetensors") in reason and reason.endswith(f"retrain it with `agentir train tool {name}`")
+    assert "\n" not in reason
+    with capture_logs() as logs:
+        for _ in range(2):
+            with pytest.raises(ToolError) as err:
+                TOOLS.get(name)
+            assert err.value.reason == reason
+    assert _unavailable_logs(logs) == [(name, reason)]
+
+
+def test_fusion_denoise_is_unavailable_without_cnn_denoise(weights_copy: Path) -> None:
+    """fusion_denoise, built from cnn_denoise, says it needs cnn_denoise and why."""
+    (weights_copy / "cnn_denoise.safetensors").unlink()
+    reason = unavailable_reason("fusion_denoise")
+    assert reason is not None and reason.startswith("needs cnn_denoise: weights file") and "cnn_denoise.safetensors not found" in reason
+    with capture_logs() as logs, pytest.raises(ToolError, match=r"cnn_denoise\.safetensors not found"):
+        TOOLS.get("fusion_denoise")
+    assert [t for t, _ in _unavailable_logs(logs)] == ["cnn_denoise", "fusion_denoise"]
+
+
+async def test_a_restore_wave_with_an_unavailable_tool_records_its_error(weights_copy: Path) -> None:
+    """A super-resolution wave of cnn_sr (weights missing) and bp_sr: the trace shows cnn_sr's error, bp_sr restores."""
+    from agentir.pipeline import Restorer
+
+    (weights_copy / "cnn_sr.safetensors").unlink()
+    lq, _ = degrade(_examples()[2], "low_resolution", np.random.default_rng(0), level="high")
+    with capture_logs() as logs:
+        async with Restorer() as restorer:
+            result = await restorer.restore(lq, options={"tools": {"low_resolution": ["cnn_sr", "bp_sr"]}, "wave": 2})
+    steps = {s["tool"]: s for s in result.trace["steps"] if s["subtask"] == "low_resolution"}
+    assert "cnn_sr.safetensors not found" in steps["cnn_sr"]["error"] and "agentir train tool cnn_sr" in steps["cnn_sr"]["error"]
+    assert "error" not in steps["bp_sr"] and result.image.shape == (lq.shape[0] * 4, lq.shape[1] * 4, 3)
+    assert [t for t, _ in _unavailable_logs(logs)] == ["cnn_sr"]
+
+
+def test_agentir_tools_lists_a_tool_with_missing_weights_as_unavailable(weights_copy: Path) -> None:
+    """`agentir tools` (in a subprocess reading the weights copy) exits 0, marks cnn_sr unavailable with the
+    reason on its line, and lists every other tool normally."""
+    (weights_copy / "cnn_sr.safetensors").unlink()
+    code = (
+        "import pathlib, sys\n"
+        "import toolbox.tools, toolbox.learned\n"
+        "toolbox.learned.WEIGHTS_DIR = pathlib.Path(sys.argv[1])\n"
+        "from agentir.cli import main\n"
+        "sys.exit(main(['tools']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(weights_copy)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    marked = [line for line in lines if "unavailable" in line]
+    assert len(marked) == 1 and marked[0].split()[0] == "cnn_sr", marked
+    reason = f"weights file {weights_copy / 'cnn_sr.safetensors'} not found; retrain it with `agentir train tool cnn_sr`"
+    assert marked[0].endswith(f"(unavailable: {reason})")
+    listed = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert listed == {n for n in TOOL_INFO if n in TOOL_SPECS}  # the built-in tools (no plug-ins in the subprocess)
 
 
 # --- training CLI ----------------------------------------------------------------------------
@@ -208,12 +357,14 @@ def test_train_tool_smoke_and_resume(tiny_data: Path, tmp_path: Path, capsys: py
 
 
 def test_train_unknown_tool_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Training a tool without a recipe exits 2 and lists the trainable ones."""
     assert _train(["swinir"]) == 2
     err = capsys.readouterr().err
     assert "swinir" in err and all(n in err for n in RECIPES)
 
 
 def test_train_missing_data_or_bad_checkpoint_exits_1(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing data folder or an unreadable checkpoint exits 1 with a message and writes no weights."""
     assert _train(["cnn_dejpeg", "--steps", "1", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     assert "not found" in capsys.readouterr().err
     (tmp_path / "o" / "cnn_dejpeg").mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from toolbox.base import ToolSpec
 from toolbox.degrade import crop_to_multiple, degrade_chain
 from toolbox.splits import split_images
 
@@ -37,11 +38,14 @@ MIX_DEGRADATIONS: tuple[str, ...] = ("noise", "jpeg", "dark", "haze", "motion_bl
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one learned tool is trained (data, network, default optimisation)."""
+    """How one learned tool is trained (data, network, default optimisation).
+
+    What the tool is registered as (degradation, scale, description) is declared once, in its
+    :class:`~toolbox.base.ToolSpec` of :data:`toolbox.learned.LEARNED_SPECS`; the recipe reads
+    degradation and scale from there.
+    """
 
     name: str
-    degradation: str  # what the tool is registered for
-    scale: int  # 1, or 4 for super-resolution
     degradations: tuple[str, ...]  # the single degradation, or the pool mixed from
     mixed: bool = False  # 1-3 of ``degradations`` per image in random order
     arch: str = "unetres"
@@ -50,7 +54,16 @@ class Recipe:
     batch: int = 16
     patch: int = 64  # HR patch side (a multiple of 8)
     lr: float = 1e-3
-    description: str = ""
+
+    @property
+    def degradation(self) -> str:
+        """What the tool is registered for (from its declaration)."""
+        return _spec(self.name).degradation
+
+    @property
+    def scale(self) -> int:
+        """1, or 4 for super-resolution (from its declaration)."""
+        return _spec(self.name).scale
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,71 +90,24 @@ _LEAKY = (("ch", 32), ("leaky", 0.1))
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe(
-            "cnn_denoise", "noise", 1, ("noise",), steps=4000, description="residual U-Net at half resolution trained on Gaussian and Poisson noise, all levels"
-        ),
-        Recipe(
-            "cnn_dejpeg", "jpeg", 1, ("jpeg",), steps=3000, description="residual U-Net at half resolution trained on JPEG qualities 9-55 (block grid aligned)"
-        ),
-        Recipe(
-            "cnn_sr",
-            "low_resolution",
-            4,
-            ("low_resolution",),
-            arch="srres",
-            arch_kwargs=_SR,
-            steps=3000,
-            patch=96,
-            description="x4 residual CNN over bicubic, trained on the antialiased MATLAB-bicubic downscale",
-        ),
-        Recipe(
-            "cnn_motion_deblur",
-            "motion_blur",
-            1,
-            ("motion_blur",),
-            arch_kwargs=_LEAKY,
-            steps=2000,
-            batch=8,
-            patch=96,
-            lr=5e-4,
-            description="residual U-Net at half resolution trained on the benchmark's line motion kernels",
-        ),
-        Recipe(
-            "allinone",
-            "noise",
-            1,
-            MIX_DEGRADATIONS,
-            mixed=True,
-            arch_kwargs=_LEAKY,
-            steps=2400,
-            lr=5e-4,
-            description="experimental residual U-Net for 1-3 mixed degradations (noise, jpeg, dark, haze, blur, rain); "
-            "the shipped weights lose 1.3 dB on held-out medium mixtures, manual only",
-        ),
-        Recipe(
-            "cnn_defocus_deblur",
-            "defocus_blur",
-            1,
-            ("defocus_blur",),
-            arch_kwargs=_LEAKY,
-            steps=2000,
-            batch=8,
-            patch=96,
-            lr=5e-4,
-            description="residual U-Net at half resolution trained on the benchmark's defocus kernels",
-        ),
-        Recipe(
-            "cnn_derain",
-            "rain",
-            1,
-            ("rain",),
-            arch_kwargs=_LEAKY,
-            steps=2400,
-            lr=5e-4,
-            description="residual U-Net at half resolution trained on synthetic rain streaks",
-        ),
+        Recipe("cnn_denoise", ("noise",), steps=4000),
+        Recipe("cnn_dejpeg", ("jpeg",), steps=3000),
+        Recipe("cnn_sr", ("low_resolution",), arch="srres", arch_kwargs=_SR, steps=3000, patch=96),
+        Recipe("cnn_motion_deblur", ("motion_blur",), arch_kwargs=_LEAKY, steps=2000, batch=8, patch=96, lr=5e-4),
+        Recipe("allinone", MIX_DEGRADATIONS, mixed=True, arch_kwargs=_LEAKY, steps=2400, lr=5e-4),
+        Recipe("cnn_defocus_deblur", ("defocus_blur",), arch_kwargs=_LEAKY, steps=2000, batch=8, patch=96, lr=5e-4),
+        Recipe("cnn_derain", ("rain",), arch_kwargs=_LEAKY, steps=2400, lr=5e-4),
     )
 }
+
+
+def _spec(name: str) -> ToolSpec:
+    from toolbox.learned import LEARNED_SPECS
+
+    for spec in LEARNED_SPECS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"learned tool {name!r} has a recipe but no declaration in toolbox.learned.LEARNED_SPECS")
 
 
 def load_rgb(path: Path) -> np.ndarray:

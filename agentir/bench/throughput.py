@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from actors.scheduler import DEFAULT_BATCH_WINDOW
+
 __all__ = ["SeededCNN", "main_bench_throughput", "run_throughput"]
 
 BENCH_CNN = "bench_cnn"
@@ -100,7 +102,7 @@ async def run_throughput(
     tool: str,
     subtask: str,
     batch: bool,
-    window: float,
+    window: float = DEFAULT_BATCH_WINDOW,
     max_batch: int,
     cpu_batch_bytes: int | None = None,
     seed: int = 0,
@@ -178,7 +180,13 @@ def build_parser(prog: str = "agentir bench throughput") -> argparse.ArgumentPar
     p.add_argument("--size", default="256x256", metavar="WxH", help="image size (default 256x256)")
     p.add_argument("--tool", default="dct_denoise", help=f"the tool every job runs (default dct_denoise; {BENCH_CNN}: a seeded 8x32 CNN)")
     p.add_argument("--subtask", default=None, help="the subtask forced on every job (default: the tool's degradation)")
-    p.add_argument("--window-ms", type=float, default=20.0, metavar="MS", help="batch window in ms (default 20)")
+    p.add_argument(
+        "--window-ms",
+        type=float,
+        default=DEFAULT_BATCH_WINDOW * 1000.0,
+        metavar="MS",
+        help=f"batch window in ms (default: the Executor's, {DEFAULT_BATCH_WINDOW * 1000:g})",
+    )
     p.add_argument("--max-batch", type=int, default=16, metavar="N", help="largest batch (default 16)")
     p.add_argument("--cpu-batch-mb", type=float, default=None, metavar="MB", help="Executor's batch cap for CPU tools in MiB (default: the Executor's, 4)")
     p.add_argument("--rounds", type=int, default=1, metavar="R", help="with --compare: rounds per mode, alternating; best kept (default 1)")

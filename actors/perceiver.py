@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import structlog
 
 from actors.base import Actor
-from bus.base import Delivery
+from agent_policies.perception import PerceptionPolicy
+from bus.base import Bus, Delivery
+from bus.blobs import BlobRef, BlobStore
 from bus.messages import JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
+from toolbox.vocab import is_present
 
 log = structlog.get_logger(__name__)
 
@@ -21,11 +23,11 @@ class Perceiver(Actor):
     concurrency = 2
     worker_threads = 2
 
-    def __init__(self, bus: Any, blobs: Any, *, policy: Any) -> None:
+    def __init__(self, bus: Bus, blobs: BlobStore, *, policy: PerceptionPolicy) -> None:
         super().__init__(bus, blobs)
         self.policy = policy
 
-    def _perceive(self, ref: Any) -> tuple[dict[str, str], dict[str, float], float]:
+    def _perceive(self, ref: BlobRef) -> tuple[dict[str, str], dict[str, float], float]:
         t0 = time.perf_counter()
         [result] = self.policy.perceive([self.blobs.get(ref)])
         return dict(result.levels), {k: float(v) for k, v in result.scores.items()}, time.perf_counter() - t0
@@ -34,7 +36,7 @@ class Perceiver(Actor):
         match delivery.message:
             case JobSubmitted(job=job, image=image, policy=policy, options=options):
                 levels, scores, seconds = await self.offload(self._perceive, image)
-                log.info("job.perceived", job=job, present=[d for d, lv in levels.items() if lv in ("medium", "high", "very_high")], seconds=round(seconds, 4))
+                log.info("job.perceived", job=job, present=[d for d, lv in levels.items() if is_present(lv)], seconds=round(seconds, 4))
                 await self.bus.publish(
                     Subjects.PLAN,
                     Perceived(job=job, image=image, levels=levels, scores=scores, seconds=seconds, policy=policy, options=options),
@@ -50,5 +52,5 @@ class Perceiver(Actor):
 
 
 def _summary(levels: dict[str, str]) -> str:
-    present = [f"{d}={lv}" for d, lv in levels.items() if lv in ("medium", "high", "very_high")]
+    present = [f"{d}={lv}" for d, lv in levels.items() if is_present(lv)]
     return ", ".join(present) or "no degradation at medium or worse"

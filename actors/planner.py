@@ -11,14 +11,17 @@ from __future__ import annotations
 import time
 import zlib
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 
 from actors.base import Actor
-from agent_policies.registry import DEFAULT_JOB_OPTIONS, DEFAULT_PLANNING, PLANNING, REFLECTION
-from agent_policies.search import Budget, Execute, Finish, Search
-from bus.base import Delivery
+from agent_policies.options import JobOptions
+from agent_policies.registry import Policies
+from agent_policies.search import Execute, Finish, Search
+from agent_policies.trace import to_wire
+from bus.base import Bus, Delivery
+from bus.blobs import BlobStore
 from bus.messages import ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
 from toolbox.base import tools_for
 from toolbox.costs import affordable
@@ -32,21 +35,20 @@ class Planner(Actor):
     group = "planner"
     concurrency = 1  # decisions are cheap; one at a time keeps job state simple
 
-    def __init__(self, bus: Any, blobs: Any) -> None:
+    def __init__(self, bus: Bus, blobs: BlobStore, *, policies: Policies | None = None, defaults: JobOptions | None = None) -> None:
+        """``policies``: where planning and reflection policies come from (default: built-in
+        settings); ``defaults``: the job options a job's own options apply over."""
         super().__init__(bus, blobs)
+        self.policies = policies if policies is not None else Policies()
+        self.defaults = defaults if defaults is not None else JobOptions()
         self.searches: dict[str, Search] = {}
         self._reflection: dict[str, str] = {}
         self._started: dict[str, float] = {}
         #: Recently cancelled jobs, so that a late perception does not start their search again.
         self._cancelled: OrderedDict[str, None] = OrderedDict()
-        #: Planning policies used so far (learning ones are flushed on stop).
-        self._policies: dict[str, Any] = {}
 
     async def on_stop(self) -> None:
-        for policy in self._policies.values():
-            flush = getattr(policy, "flush", None)
-            if callable(flush):
-                flush()  # small atomic JSON write: learned experience survives a restart
+        self.policies.flush()  # small atomic JSON writes: learned experience survives a restart
 
     async def handle(self, delivery: Delivery) -> None:
         match delivery.message:
@@ -56,11 +58,10 @@ class Planner(Actor):
             case Perceived(job=job) as p if job:
                 if job in self.searches or job in self._cancelled:
                     return  # redelivered perception (the search is already running), or cancelled
-                options = {**DEFAULT_JOB_OPTIONS, **p.options}
-                reflection_name = str(options["reflection"])
-                planner = PLANNING.get(p.policy or DEFAULT_PLANNING)
-                self._policies[planner.name] = planner
-                reflection = REFLECTION.get(reflection_name)
+                options = JobOptions.parse(p.options, base=self.defaults)
+                reflection_name = options.reflection
+                planner = self.policies.planning(p.policy or None)
+                reflection = self.policies.reflection(reflection_name)
                 search = Search(
                     image=p.image,
                     levels=p.levels,
@@ -68,17 +69,16 @@ class Planner(Actor):
                     planner=planner,
                     reflection=reflection,
                     tools=_tool_lister(options),
-                    budget=Budget.from_options(options),
+                    budget=options.budget(),
                     seed=zlib.crc32(job.encode()),
-                    subtasks=_given_subtasks(options),
+                    subtasks=options.subtasks,
                 )
                 self.searches[job] = search
                 self._reflection[job] = reflection_name
                 self._started[job] = time.perf_counter() - p.seconds
                 search.trace["perception_seconds"] = round(p.seconds, 4)
                 # A blocking policy (the llm planner asks over HTTP) plans in a worker thread.
-                blocking = bool(getattr(planner, "blocking", False))
-                action = await self.offload(search.start) if blocking else search.start()
+                action = await self.offload(search.start) if planner.blocking else search.start()
                 await self._progress(job, "planned", " -> ".join(search.trace["plan"]) or "nothing to do", search)
                 await self._act(job, search, action, delivery)
             case Reflected(job=job) as r:
@@ -88,7 +88,7 @@ class Planner(Actor):
                     return
                 rollbacks = running.rollbacks
                 args = (r.node, r.subtask, r.candidates, r.verdict, r.best)
-                if getattr(running.planner, "blocking", False):
+                if running.planner.blocking:
                     following = await self.offload(running.on_reflected, *args)
                 else:
                     following = running.on_reflected(*args)
@@ -124,7 +124,7 @@ class Planner(Actor):
         del self.searches[job]
         self._reflection.pop(job, None)
         log.info("job.planned_finish", job=job, status=action.status, tool_calls=search.tool_calls, rollbacks=search.rollbacks)
-        await self.bus.publish(Subjects.EVENTS, JobFinished(job=job, result=action.image, trace=trace), correlation_id=job, cause=delivery.envelope.id)
+        await self.bus.publish(Subjects.EVENTS, JobFinished(job=job, result=action.image, trace=to_wire(trace)), correlation_id=job, cause=delivery.envelope.id)
 
     async def _cancel_job(self, job: str, delivery: Delivery) -> None:
         """Drop ``job``'s search, tell the Executor to drop its queued work, and report the job failed."""
@@ -140,7 +140,7 @@ class Planner(Actor):
             log.info("job.cancelled", job=job, tool_calls=search.tool_calls)
             await self.bus.publish(
                 Subjects.EVENTS,
-                JobFailed(job=job, error=f"job {job} was cancelled: {reason}", trace=search.trace),
+                JobFailed(job=job, error=f"job {job} was cancelled: {reason}", trace=to_wire(search.trace)),
                 correlation_id=job,
                 cause=delivery.envelope.id,
             )
@@ -156,37 +156,15 @@ class Planner(Actor):
         await super().on_failure(exc, delivery)
 
 
-def _tool_lister(options: dict[str, Any]):
-    """Tools per subtask, optionally restricted by the job's ``tools`` option ({subtask: [names]})
-    and, among the registered ones, by its ``max_tool_cost`` option (seconds per megapixel)."""
-    override = options.get("tools") or {}
-    if not isinstance(override, dict):
-        raise ValueError("job option 'tools' must map a subtask to a list of tool names")
-    max_cost = max_tool_cost(options)
+def _tool_lister(options: JobOptions) -> Callable[[str], list[str]]:
+    """Tools per subtask: the job's ``tools`` option where it names a subtask, else the
+    registered ones, minus those slower than its ``max_tool_cost`` (seconds per megapixel)."""
+    override = options.tools or {}
+    max_cost = options.max_tool_cost
 
     def lister(subtask: str) -> list[str]:
         if subtask in override:
-            return [str(t) for t in override[subtask]]
+            return list(override[subtask])
         return affordable(tools_for(subtask), max_cost)
 
     return lister
-
-
-def max_tool_cost(options: dict[str, Any]) -> float | None:
-    """The job's ``max_tool_cost`` option, validated (a positive number of seconds per megapixel)."""
-    value = options.get("max_tool_cost")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"job option 'max_tool_cost' must be a positive number of seconds per megapixel, got {value!r}")
-    return float(value)
-
-
-def _given_subtasks(options: dict[str, Any]) -> list[str] | None:
-    """The job's ``subtasks`` option (known degradations that replace perception), validated."""
-    given = options.get("subtasks")
-    if given is None:
-        return None
-    if not isinstance(given, list) or not all(isinstance(s, str) for s in given):
-        raise ValueError("job option 'subtasks' must be a list of degradation names")
-    return given

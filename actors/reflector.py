@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from actors.base import Actor
-from agent_policies.registry import REFLECTION
-from bus.base import Delivery
+from agent_policies.options import JobOptions
+from agent_policies.perception import PerceptionPolicy
+from agent_policies.registry import Policies
+from bus.base import Bus, Delivery
+from bus.blobs import BlobStore
 from bus.messages import Candidate, Reflected, StepExecuted, Subjects
 
 
@@ -18,9 +20,11 @@ class Reflector(Actor):
     concurrency = 4
     worker_threads = 2
 
-    def __init__(self, bus: Any, blobs: Any, *, perception: Any) -> None:
+    def __init__(self, bus: Bus, blobs: BlobStore, *, perception: PerceptionPolicy, policies: Policies | None = None) -> None:
+        """``perception`` re-rates outputs; ``policies`` supplies the reflection policies by name."""
         super().__init__(bus, blobs)
         self.perception = perception
+        self.policies = policies if policies is not None else Policies()
 
     def _rate(self, subtask: str, outputs: list[Candidate]) -> list[Candidate]:
         images = [self.blobs.get(c.image) for c in outputs if c.image is not None and not c.error]
@@ -38,9 +42,10 @@ class Reflector(Actor):
     async def handle(self, delivery: Delivery) -> None:
         match delivery.message:
             case StepExecuted() as step:
-                policy = REFLECTION.get(step.reflection)
+                # An empty name (a sender that set none) is the job default's reflection.
+                policy = self.policies.reflection(step.reflection or JobOptions().reflection)
                 outputs = step.outputs
-                if getattr(policy, "needs_ratings", True):
+                if policy.needs_ratings:
                     outputs = await self.offload(self._rate, step.subtask, list(step.outputs))
                 candidates = [*step.prior, *outputs]
                 verdict, best = policy.judge(step.subtask, candidates, remaining=len(step.remaining))

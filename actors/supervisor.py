@@ -18,6 +18,11 @@ import structlog
 from anyio.abc import TaskStatus
 
 from actors.base import Actor, ActorError
+from agent_policies.options import JobOptions
+from agent_policies.perception import PerceptionPolicy
+from agent_policies.registry import Policies
+from bus.base import Bus
+from bus.blobs import BlobStore
 
 log = structlog.get_logger(__name__)
 
@@ -84,17 +89,27 @@ class Supervisor:
             self._scope.cancel()
 
 
-def build_actors(bus: Any, blobs: Any, *, perception: Any, executor_options: dict[str, Any] | None = None) -> list[Callable[[], Actor]]:
-    """Factories for the standard four actors sharing ``bus`` and ``blobs``."""
+def build_actors(
+    bus: Bus,
+    blobs: BlobStore,
+    *,
+    perception: PerceptionPolicy,
+    policies: Policies | None = None,
+    defaults: JobOptions | None = None,
+    executor_options: dict[str, Any] | None = None,
+) -> list[Callable[[], Actor]]:
+    """Factories for the standard four actors sharing ``bus``, ``blobs`` and ``policies``;
+    ``defaults`` are the job options jobs' own options apply over."""
     from actors.executor import Executor
     from actors.perceiver import Perceiver
     from actors.planner import Planner
     from actors.reflector import Reflector
 
     opts = executor_options or {}
+    shared = policies if policies is not None else Policies()
     return [
         lambda: Perceiver(bus, blobs, policy=perception),
-        lambda: Planner(bus, blobs),
+        lambda: Planner(bus, blobs, policies=shared, defaults=defaults),
         lambda: Executor(bus, blobs, **opts),
-        lambda: Reflector(bus, blobs, perception=perception),
+        lambda: Reflector(bus, blobs, perception=perception, policies=shared),
     ]

@@ -34,6 +34,7 @@ from typing import Any
 
 from agent_policies.planning import LearningPolicy, PlanContext, PlanningPolicy
 from agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, ReflectionPolicy
+from agent_policies.trace import Trace
 from bus.blobs import BlobRef
 from bus.messages import Candidate
 from toolbox.vocab import DEGRADATIONS, check_degradation, is_present, level_index
@@ -45,7 +46,10 @@ class Budget:
 
     ``keep_improved``: a failed step whose best output still lowered the perceived severity of
     its degradation is kept (the search moves on from it) instead of rolled back; only steps
-    that did not help at all roll back. Off by default (the paper rolls back on any failure).
+    that did not help at all roll back (the paper rolls back on any failure: ``False``).
+
+    Built from a job's options by :meth:`agent_policies.options.JobOptions.budget`, which also
+    validates them; the defaults here are the job defaults (a test keeps the two equal).
     """
 
     max_tool_calls: int = 32
@@ -53,21 +57,7 @@ class Budget:
     max_seconds: float = 300.0
     wave: int = 1
     rollback: bool = True
-    keep_improved: bool = False
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Budget:
-        """Build from a job's options map, ignoring unknown keys; raises ValueError on bad values."""
-        kwargs: dict[str, Any] = {}
-        for name, kind in (("max_tool_calls", int), ("max_rollbacks", int), ("max_seconds", float), ("wave", int), ("rollback", bool), ("keep_improved", bool)):
-            if name in options:
-                value = options[name]
-                if (kind is bool and not isinstance(value, bool)) or (kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)))):
-                    raise ValueError(f"job option {name!r} must be {kind.__name__}, got {value!r}")
-                if kind is not bool and value < 0:
-                    raise ValueError(f"job option {name!r} must be >= 0, got {value!r}")
-                kwargs[name] = kind(value)
-        return cls(**kwargs)
+    keep_improved: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,7 +138,7 @@ class Search:
         self._seen: set[tuple[int, str, int]] = set()
         self._priors: dict[tuple[int, str], list[Candidate]] = {}  # rated candidates per (node, subtask)
         self._pending_tools: dict[tuple[int, str], list[str]] = {}  # tools not yet run per (node, subtask)
-        self.trace: dict[str, Any] = {
+        self.trace: Trace = {
             "perception": dict(self.levels),
             "scores": {k: round(float(v), 3) for k, v in self.scores.items()},
             "planner": planner.name,
@@ -157,9 +147,9 @@ class Search:
             "steps": [],
             "events": [],
         }
-        info = getattr(planner, "info", None)
-        if callable(info):
-            self.trace["planner_info"] = info()
+        info = planner.info()
+        if info:
+            self.trace["planner_info"] = info
         self._learner = planner if isinstance(planner, LearningPolicy) else None
         self._root = self._new_node(parent=None, image=image, done=(), remaining=())
 
@@ -210,12 +200,14 @@ class Search:
         """Take a reflection's judgement; returns the next action, or None for a duplicate delivery."""
         if self.finished is not None:
             return None
+        key = (node_id, subtask, len(candidates))
+        if key in self._seen:
+            # At-least-once delivery: the same wave judged twice. Checked before the node's state,
+            # which the first copy may have changed (a rollback re-plans the node's order).
+            return None
         node = self.nodes.get(node_id)
         if node is None or not node.order or node.order[0] != subtask:
             raise ValueError(f"reflection for node {node_id} subtask {subtask!r} does not match the search state")
-        key = (node_id, subtask, len(candidates))
-        if key in self._seen:
-            return None  # at-least-once delivery: the same wave judged twice
         self._seen.add(key)
         new = list(candidates[len(self._prior(node_id, subtask)) :])
         self.tool_calls += len(new)
@@ -365,12 +357,10 @@ class Search:
 
     def _finish(self, image: BlobRef, status: str) -> Finish:
         final = max((n for n in self.nodes.values() if n.image == image), key=lambda n: len(n.done), default=None)
-        self.trace.update(
-            status=status,
-            done=list(final.done) if final else [],
-            tool_calls=self.tool_calls,
-            rollbacks=self.rollbacks,
-            search_seconds=round(self.elapsed(), 4),
-        )
+        self.trace["status"] = status
+        self.trace["done"] = list(final.done) if final else []
+        self.trace["tool_calls"] = self.tool_calls
+        self.trace["rollbacks"] = self.rollbacks
+        self.trace["search_seconds"] = round(self.elapsed(), 4)
         self.finished = Finish(image=image, status=status)
         return self.finished

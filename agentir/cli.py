@@ -17,32 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
+from agentir.logs import LOG_LEVELS, configure_logging
+from agentir.settings import Settings, SettingsError
+from toolbox.vocab import is_present
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _configure_logging(level: str, json_logs: bool) -> None:
-    """Logs go to stderr: console lines by default, JSON with --log-json (for daemons, CI)."""
-    renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def _err(text: str) -> None:
@@ -61,7 +45,7 @@ def _positive_float(text: str) -> float:
 
 
 def _summary(rel: Path, trace: dict[str, Any]) -> str:
-    found = [f"{d}={lv}" for d, lv in trace.get("perception", {}).items() if lv in ("medium", "high", "very_high")]
+    found = [f"{d}={lv}" for d, lv in trace.get("perception", {}).items() if is_present(lv)]
     plan = " > ".join(trace.get("plan", [])) or "-"
     done = " > ".join(trace.get("done", [])) or "-"
     return (
@@ -87,7 +71,9 @@ async def _restore_all(args: argparse.Namespace) -> int:
             _err(f"error: {exc}")
             failed += 1
     out_dir = Path(args.output)
-    options: dict[str, Any] = {"max_tool_calls": args.max_tool_calls}
+    options: dict[str, Any] = {}
+    if args.max_tool_calls is not None:
+        options["max_tool_calls"] = args.max_tool_calls
     if args.max_tool_cost is not None:
         options["max_tool_cost"] = args.max_tool_cost
     if args.no_rollback:
@@ -123,7 +109,7 @@ async def _restore_all(args: argparse.Namespace) -> int:
             finally:
                 bar.update(1)
 
-    async with Restorer(policy=args.policy, options=options, max_inflight=max(1, args.jobs), plugins=args.plugins) as restorer:
+    async with Restorer(policy=args.policy, options=options, settings=args.settings, max_inflight=max(1, args.jobs), plugins=args.plugins) as restorer:
         limiter = anyio.Semaphore(max(1, args.jobs))
         async with anyio.create_task_group() as tg:
             for path, rel in items:
@@ -142,10 +128,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- perceive
 def cmd_perceive(args: argparse.Namespace) -> int:
-    from agent_policies.registry import PERCEPTION
+    from agent_policies.registry import Policies
     from agentir.imageio import ImageInputError, collect_inputs, load_image
 
-    policy = PERCEPTION.get(args.perception)
+    policy = Policies(args.settings.policies).perception(args.perception)
     failed = 0
     for raw in args.inputs:
         try:
@@ -166,7 +152,7 @@ def cmd_perceive(args: argparse.Namespace) -> int:
                 record = {"path": str(path), "levels": dict(p.levels), "scores": {k: round(float(v), 3) for k, v in p.scores.items()}}
                 print(json.dumps(record), flush=True)
             else:
-                present = [f"{d}={lv}" for d, lv in p.levels.items() if lv in ("medium", "high", "very_high")]
+                present = [f"{d}={lv}" for d, lv in p.levels.items() if is_present(lv)]
                 print(f"{path}: {', '.join(present) or 'no degradation at medium or worse'}", flush=True)
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -188,7 +174,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 def cmd_tools(args: argparse.Namespace) -> int:
     import toolbox.tools  # noqa: F401 - registers the built-in tools
     from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
-    from toolbox.base import TOOL_INFO
+    from toolbox.base import TOOL_INFO, unavailable_reason
     from toolbox.costs import tool_cost
     from toolbox.vocab import DEGRADATIONS, SUBTASKS
 
@@ -197,9 +183,12 @@ def cmd_tools(args: argparse.Namespace) -> int:
         for info in TOOL_INFO.values():
             if info.degradation == d:
                 manual = " (manual: not tried by the agent unless named)" if "manual" in info.tags else ""
+                # A shipped tool whose weights file is missing or corrupt stays listed, with why.
+                reason = unavailable_reason(info.name)
+                unavailable = f" (unavailable: {reason})" if reason is not None else ""
                 cost = tool_cost(info.name)
                 cost_text = f"{cost:6.2f} s/MP" if cost is not None else "   ? s/MP"
-                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {cost_text}  {info.description}{manual}")
+                print(f"  {info.name:<28} x{info.scale} {info.kind:<9} {cost_text}  {info.description}{manual}{unavailable}")
     print(f"perception policies: {', '.join(PERCEPTION.names())}")
     print(f"planning policies:   {', '.join(PLANNING.names())}")
     print(f"reflection policies: {', '.join(REFLECTION.names())}")
@@ -210,7 +199,7 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
     """Print what exploration learned: the knowledge file as prose (or its JSON)."""
     from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError
 
-    path = args.file or os.environ.get("AGENTIR_KNOWLEDGE") or DEFAULT_KNOWLEDGE
+    path = args.file or args.settings.policies.knowledge or DEFAULT_KNOWLEDGE
     try:
         k = Knowledge.load(path)
     except KnowledgeError as exc:
@@ -226,11 +215,12 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from agent_policies.options import JobOptions
     from agentir import __version__
 
     parser = argparse.ArgumentParser(prog="agentir", description="Offline agentic image restoration (perceive, plan, execute, reflect, roll back).")
     parser.add_argument("--version", action="version", version=f"agentir {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("AGENTIR_LOG_LEVEL", "warning"), choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default warning ($AGENTIR_LOG_LEVEL)")
     parser.add_argument("--log-json", action="store_true", help="structured JSON logs on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -238,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder; mirrors input paths, .png plus .trace.json")
     p.add_argument("--policy", default=None, help="planning policy (default: experience; also: rules, random, fixed, llm)")
-    p.add_argument("--max-tool-calls", type=int, default=32, help="tool-call budget per image (default 32)")
+    p.add_argument("--max-tool-calls", type=int, default=None, help=f"tool-call budget per image (default {JobOptions().max_tool_calls})")
     p.add_argument(
         "--max-tool-cost",
         type=_positive_float,
@@ -339,7 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.explore_argv = extra + list(args.explore_argv)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _configure_logging(args.log_level, args.log_json)
+    try:
+        # The environment is read here, once, and handed down (see agentir.settings).
+        args.settings = Settings.from_env()
+    except SettingsError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    configure_logging(args.log_level or args.settings.log_level, json_logs=args.log_json)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

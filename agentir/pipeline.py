@@ -14,19 +14,24 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
 import structlog
 
 from actors.supervisor import Supervisor, build_actors
-from agent_policies.registry import DEFAULT_PLANNING, PERCEPTION, PLANNING, REFLECTION
+from agent_policies.options import JobOptions
+from agent_policies.registry import DEFAULT_PERCEPTION, DEFAULT_PLANNING, Policies
+from agentir.settings import Settings
 from bus.blobs import BlobStore, MemoryBlobStore
 from bus.memory import InMemoryBus
 from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
+
+if TYPE_CHECKING:
+    from actors.scheduler import BatchStats
 
 log = structlog.get_logger(__name__)
 
@@ -64,42 +69,55 @@ class Restorer:
     Args:
         policy: default planning policy name (default ``experience``; ``rules``, ``random``, ...).
         perception: perception policy name.
-        options: default job options (budgets, ``reflection``, ``rollback``, ``wave``...).
+        options: default job options (the wire form of :class:`~agent_policies.options.JobOptions`:
+            budgets, ``reflection``, ``rollback``, ``wave``...), validated here; a job's own
+            options apply over them.
+        settings: what policies and plug-ins are configured with (default
+            :meth:`Settings.from_env`: the ``AGENTIR_*`` variables, read once, here).
         max_inflight: jobs running at once; more ``restore`` calls wait for a slot. Keeping this
             below the actors' mailbox sizes is what rules out deadlock in the actor cycle.
         job_timeout: seconds before a job is declared failed.
+
+    Raises:
+        OptionError: an option in ``options`` is unknown or has a bad value.
+        UnknownNameError: no policy has that name (close matches listed).
+        ValueError: a policy cannot be built with these settings (e.g. ``llm`` without an endpoint).
     """
 
     def __init__(
         self,
         *,
         policy: str | None = None,
-        perception: str = "analytic",
-        options: dict[str, Any] | None = None,
+        perception: str = DEFAULT_PERCEPTION,
+        options: Mapping[str, Any] | None = None,
+        settings: Settings | None = None,
         blobs: BlobStore | None = None,
         max_inflight: int = 8,
         job_timeout: float = 600.0,
         executor_options: dict[str, Any] | None = None,
         plugins: str | os.PathLike[str] | None = None,
     ) -> None:
-        # Tools first (built-in, $AGENTIR_PLUGINS, then ``plugins``): a bad plug-in file fails
-        # here, before any actor starts.
+        self.settings = settings if settings is not None else Settings.from_env()
+        # Tools first (built-in, the settings' plug-ins, then ``plugins``): a bad plug-in file
+        # fails here, before any actor starts.
         import toolbox.tools  # noqa: F401 - registers the built-in tools
-        from toolbox.plugins import ensure_plugins, plugins_from_env
+        from toolbox.plugins import ensure_plugins
 
-        plugins_from_env()
+        for path in self.settings.plugins:
+            ensure_plugins(path)
         if plugins is not None:
             ensure_plugins(plugins)
+        self.policies = Policies(self.settings.policies)
         policy = policy or DEFAULT_PLANNING
-        # Build it now (cached for the jobs): an unknown name (UnknownNameError with close matches)
+        # Build it now (kept for the jobs): an unknown name (UnknownNameError with close matches)
         # or an unconfigured policy (the llm planner without an endpoint) fails here, once.
-        PLANNING.get(policy)
+        self.policies.planning(policy)
         self.policy = policy
-        self.options = dict(options or {})
-        if "reflection" in self.options:
-            REFLECTION.get(str(self.options["reflection"]))
+        self.options = JobOptions.validate(options)
+        self.defaults = JobOptions.parse(self.options)
+        self.policies.reflection(self.defaults.reflection)
         self.perception_name = perception
-        self.perception = PERCEPTION.get(perception)
+        self.perception = self.policies.perception(perception)
         self.bus = InMemoryBus(source="agentir")
         self.blobs: BlobStore = blobs or MemoryBlobStore()
         self.max_inflight = max_inflight
@@ -112,12 +130,29 @@ class Restorer:
         self._tg: anyio.abc.TaskGroup | None = None
         self._supervisor: Supervisor | None = None
 
+    def validate(self, policy: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check a job's planning policy and options as :meth:`restore` would, without running it;
+        returns the options normalised (the wire form).
+
+        Raises:
+            OptionError: an unknown option or a bad value (``error.option`` names it).
+            UnknownNameError: no planning policy has that name.
+            ValueError: the policy cannot be built here (e.g. ``llm`` without an endpoint).
+        """
+        self.policies.planning(policy or self.policy)
+        values = JobOptions.validate(options)
+        if "reflection" in values:
+            self.policies.reflection(values["reflection"])
+        return values
+
     async def __aenter__(self) -> Restorer:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         events = await self.bus.subscribe(Subjects.EVENTS, max_pending=max(64, 16 * self.max_inflight))
         self._tg.start_soon(self._pump, events)
-        self._supervisor = Supervisor(build_actors(self.bus, self.blobs, perception=self.perception, executor_options=self.executor_options))
+        self._supervisor = Supervisor(
+            build_actors(self.bus, self.blobs, perception=self.perception, policies=self.policies, executor_options=self.executor_options)
+        )
         await self._tg.start(self._supervisor.run)
         return self
 
@@ -126,6 +161,7 @@ class Restorer:
             raise RuntimeError("Restorer was not entered")
         if self._supervisor is not None:
             self._supervisor.stop()
+        self.policies.flush()  # what a learning planner learned survives the process
         await self.bus.close()
         self._tg.cancel_scope.cancel()
         return await self._tg.__aexit__(*exc)
@@ -151,7 +187,7 @@ class Restorer:
         image: np.ndarray,
         *,
         policy: str | None = None,
-        options: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
         job: str | None = None,
         on_progress: Callable[[JobProgress], None] | None = None,
     ) -> RestoreResult:
@@ -159,12 +195,13 @@ class Restorer:
 
         Raises:
             ValueError: the image is not uint8 H x W x 3.
+            OptionError: an option in ``options`` is unknown or has a bad value.
             RestoreError: the job failed or timed out.
         """
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError("restore() takes a uint8 H x W x 3 RGB numpy array")
         job = job or uuid.uuid4().hex[:12]
-        opts = {**self.options, **(options or {})}
+        opts = {**self.options, **self.validate(policy, options)}
         async with self._slots:
             if job in self._cancelled:
                 self._cancelled.discard(job)
@@ -220,10 +257,19 @@ class Restorer:
 
     def stats(self) -> dict[str, Any]:
         """The Executor's counters (batches, mean batch size, tiles, dropped units, devices) and jobs in flight."""
-        executor = self._supervisor.actors.get("executor") if self._supervisor is not None else None
-        stats: dict[str, Any] = dict(executor.stats()) if executor is not None and hasattr(executor, "stats") else {}
+        executor = self.executor_stats()
+        stats: dict[str, Any] = executor.as_dict() if executor is not None else {}
         stats["jobs_in_flight"] = len(self._waiters)
         return stats
+
+    def executor_stats(self) -> BatchStats | None:
+        """The running Executor's batch counters, recent batch sizes included; None when none runs."""
+        if self._supervisor is None:
+            return None
+        from actors.executor import Executor  # imported already: the supervisor built the actors
+
+        executor = self._supervisor.actors.get("executor")
+        return executor.stats() if isinstance(executor, Executor) else None
 
     async def perceive(self, image: np.ndarray, *, timeout: float = 60.0) -> Perceived:
         """Rate every degradation of ``image`` through the Perceiver (request/reply on the bus)."""

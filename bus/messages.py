@@ -49,11 +49,16 @@ class Candidate:
 # ----------------------------------------------------------------------------- messages
 @message("job.submitted")
 class JobSubmitted(Message):
-    """A client asks for ``image`` to be restored. ``options`` tune the search (see ``JobOptions``)."""
+    """A client asks for ``image`` to be restored.
+
+    ``policy`` names the planning policy (empty: the Planner's default, ``experience``).
+    ``options`` are the wire form of :class:`agent_policies.options.JobOptions`: only the options
+    the client set; the Planner fills in the defaults and validates them there, in one place.
+    """
 
     job: str
     image: BlobRef
-    policy: str = "rules"
+    policy: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +92,7 @@ class ExecuteStep(Message):
 
     ``remaining`` are the subtask's tools not yet tried and ``prior`` the rated candidates of
     earlier waves at this node; the Executor passes both on untouched so the Reflector can judge
-    the node as a whole.
+    the node as a whole. ``reflection`` names the job's judge (empty: the job default's).
     """
 
     job: str
@@ -97,7 +102,7 @@ class ExecuteStep(Message):
     tools: list[str]
     remaining: list[str] = field(default_factory=list)
     prior: list[Candidate] = field(default_factory=list)
-    reflection: str = "threshold"
+    reflection: str = ""
 
 
 @message("step.executed")
@@ -110,7 +115,7 @@ class StepExecuted(Message):
     outputs: list[Candidate]
     remaining: list[str] = field(default_factory=list)
     prior: list[Candidate] = field(default_factory=list)
-    reflection: str = "threshold"
+    reflection: str = ""
 
 
 @message("step.reflected")

@@ -154,7 +154,7 @@ def write_calibration(json_path: str | Path, weights_path: str | Path, payload: 
         },
         "models": meta,
     }
-    from agentir.imageio import write_bytes_atomic  # the project's one atomic writer (fsync, rename)
+    from bus.files import write_bytes_atomic  # the project's one atomic writer (fsync, rename)
 
     write_bytes_atomic(weights_path, blob)
     write_bytes_atomic(json_path, (json.dumps(doc, indent=1, default=float) + "\n").encode())

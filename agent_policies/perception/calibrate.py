@@ -398,7 +398,7 @@ def default_weights_path(out: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
     from agent_policies.perception.analytic import write_calibration
-    from agentir.imageio import write_bytes_atomic
+    from bus.files import write_bytes_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data/clean"), help="folder with CBSD68/, McMaster/, Set5/")

@@ -11,7 +11,8 @@ on the five levels ``very low / low / medium / high / very high``. Two ways of a
   the motion blur in this image? ..."), answered by one level word; eight requests per image
   for :meth:`perceive`, one for :meth:`rate`.
 
-Configuration: constructor arguments, else the environment: ``AGENTIR_VLM_URL`` (the endpoint:
+Configuration: constructor arguments, or :meth:`VLMPerception.from_settings` (``PolicySettings.vlm``,
+which the entry points fill from the environment): ``AGENTIR_VLM_URL`` (the endpoint:
 a full ``.../chat/completions`` URL, or a base such as ``http://127.0.0.1:8000/v1`` to which
 ``/chat/completions`` is appended), ``AGENTIR_VLM_MODEL`` (the ``model`` field), ``AGENTIR_VLM_KEY``
 (optional; sent as ``Authorization: Bearer``), ``AGENTIR_VLM_MODE`` (``joint`` /
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import threading
 import time
@@ -59,6 +59,7 @@ import structlog
 
 from agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
 from agent_policies.perception.analytic import AnalyticPerception, Perception, _check_images
+from agent_policies.settings import PolicySettings
 from toolbox.vocab import DEGRADATIONS, LEVELS, check_degradation
 
 __all__ = ["VLMAnswerError", "VLMConfigError", "VLMPerception", "parse_joint_answer", "parse_level_answer"]
@@ -226,28 +227,24 @@ class VLMPerception:
         fallback: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        env = os.environ
-        url = url or env.get("AGENTIR_VLM_URL", "")
-        model = model or env.get("AGENTIR_VLM_MODEL", "")
+        url = url or ""
+        model = model or ""
         if not url:
             raise VLMConfigError("no VLM endpoint: set AGENTIR_VLM_URL (e.g. http://127.0.0.1:8000/v1) or pass url=")
         if not url.startswith(("http://", "https://")):
             raise VLMConfigError(f"VLM endpoint {url!r} is not an http(s) URL; set AGENTIR_VLM_URL to e.g. http://127.0.0.1:8000/v1")
         if not model:
             raise VLMConfigError("no VLM model name: set AGENTIR_VLM_MODEL (the endpoint's model id) or pass model=")
-        mode = mode or env.get("AGENTIR_VLM_MODE", "joint")
+        mode = mode or "joint"
         if mode not in MODES:
             raise VLMConfigError(f"unknown VLM mode {mode!r}; use one of {', '.join(MODES)} (AGENTIR_VLM_MODE)")
         if timeout is None:
-            try:
-                timeout = float(env.get("AGENTIR_VLM_TIMEOUT", "60"))
-            except ValueError:
-                raise VLMConfigError(f"AGENTIR_VLM_TIMEOUT={env.get('AGENTIR_VLM_TIMEOUT')!r} is not a number of seconds") from None
+            timeout = 60.0
         if not timeout > 0 or retries < 0 or backoff < 0 or concurrency < 1 or max_side < 8:
             raise VLMConfigError("VLM timeout must be > 0, retries and backoff >= 0, concurrency >= 1 and max_side >= 8")
         self.url = endpoint(url)
         self.model = model
-        self._key = key if key is not None else env.get("AGENTIR_VLM_KEY") or None
+        self._key = key or None
         self.mode = mode
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -258,6 +255,12 @@ class VLMPerception:
         self._sleep = sleep
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0, "invalid_answers": 0, "fallbacks": 0}
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> VLMPerception:
+        """The policy for ``settings.vlm`` (endpoint, model, key, mode, timeout)."""
+        vlm = settings.vlm
+        return cls(vlm.url, vlm.model, vlm.key, mode=vlm.mode, timeout=vlm.timeout)
 
     def __repr__(self) -> str:  # never shows the key
         return f"VLMPerception(url={self.url!r}, model={self.model!r}, mode={self.mode!r})"

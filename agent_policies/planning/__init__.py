@@ -26,9 +26,14 @@ class PlanContext:
 
 @runtime_checkable
 class PlanningPolicy(Protocol):
-    """Orders subtasks. ``replan`` returns None when every subtask is in ``not_first``."""
+    """Orders subtasks. ``replan`` returns None when every subtask is in ``not_first``.
+
+    ``blocking``: the policy waits on I/O (an HTTP endpoint), so the Planner actor calls it in a
+    worker thread. ``info()`` is what a job's trace records about the policy (``{}``: nothing).
+    """
 
     name: str
+    blocking: bool
 
     def plan(self, subtasks: Sequence[str], context: PlanContext) -> list[str]: ...
 
@@ -36,10 +41,15 @@ class PlanningPolicy(Protocol):
 
     def tool_order(self, subtask: str, context: PlanContext) -> list[str]: ...
 
+    def info(self) -> dict[str, Any]: ...
+
 
 @runtime_checkable
 class LearningPolicy(Protocol):
-    """A planner that learns from the search's judged steps (the ``experience`` planner)."""
+    """A planner that learns from the search's judged steps (the ``experience`` planner);
+    ``flush`` persists what it learned (the owner calls it on shutdown)."""
+
+    def flush(self) -> None: ...
 
     def observe_step(self, subtask: str, level: str, tool: str, success: bool) -> None: ...
 
@@ -50,6 +60,10 @@ class BasePlanner:
     """Shared behaviour: ``replan`` keeps the plan's order and brings the first allowed subtask forward."""
 
     name = "base"
+    blocking = False
+
+    def info(self) -> dict[str, Any]:
+        return {}
 
     def plan(self, subtasks: Sequence[str], context: PlanContext) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """The ``experience`` planner (the default): orders subtasks and tools from self-exploration.
 
 It reads the knowledge file made by ``agentir explore`` (:mod:`agent_policies.knowledge`;
-``AGENTIR_KNOWLEDGE`` points at another one, default the shipped ``knowledge.json``):
+``PolicySettings.knowledge`` points at another one, default the shipped ``knowledge.json``):
 
 * **Order**: the permutation of the subtasks with the highest pairwise probability
   (:meth:`Knowledge.order`); explored pairs use their win counts, pairs never explored together
@@ -20,10 +20,11 @@ that order when it succeeds, against it when it rolls back) update counts that a
 explored ones. Counts per entry are capped (older evidence is scaled down: bounded size and a
 slow forgetting), entries are capped in number, and the state is written atomically every
 ``FLUSH_EVERY`` updates and on shutdown. While learning, tools with little evidence get an
-upper-confidence bonus (a UCB bandit), so a new plug-in gets tried. Learning is off unless
-configured (:func:`configure` or ``AGENTIR_EXPERIENCE_STATE=FILE``); ``AGENTIR_EXPERIENCE_FREEZE=1``
-(or ``configure(freeze=True)``) reads the state but never changes it. Batch commands and the
-benchmark do not learn, so their results stay reproducible.
+upper-confidence bonus (a UCB bandit), so a new plug-in gets tried. Learning is off unless the
+settings name a state file and turn it on (``PolicySettings.experience_state`` and
+``experience_learn``; the daemon does, an embedder sets ``AGENTIR_EXPERIENCE_STATE=FILE``); a
+frozen state is read but never changed. Batch commands and the benchmark do not learn, so their
+results stay reproducible.
 
 **Bad knowledge**: a missing, corrupt or older knowledge file makes the planner behave exactly
 like ``rules`` and says so once in the log (``planning.experience.no_knowledge``); every trace
@@ -46,10 +47,11 @@ import structlog
 from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError, ToolStat
 from agent_policies.planning import BasePlanner, PlanContext
 from agent_policies.planning.rules import RANK
+from agent_policies.settings import PolicySettings
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["ExperiencePlanner", "OnlineExperience", "configure", "reset"]
+__all__ = ["ExperiencePlanner", "OnlineExperience"]
 
 ONLINE_FORMAT = "agentir-experience-online"
 ONLINE_VERSION = 1
@@ -122,7 +124,7 @@ class OnlineExperience:
                 return
             obj = {"format": ONLINE_FORMAT, "version": ONLINE_VERSION, "entries": {k: [round(v[0], 4), round(v[1], 4)] for k, v in self._entries.items()}}
             self._dirty = 0
-        from agentir.imageio import write_text_atomic
+        from bus.files import write_text_atomic
 
         try:
             write_text_atomic(self.path, json.dumps(obj, indent=0) + "\n")
@@ -162,58 +164,30 @@ class OnlineExperience:
         log.warning("planning.experience.state_reset", path=str(self.path), kept_as=str(bad), reason=reason)
 
 
-_CONFIG: dict[str, Any] = {}
-
-
-def configure(
-    state: str | os.PathLike[str] | None = None, *, learn: bool = True, freeze: bool = False, knowledge: str | os.PathLike[str] | None = None
-) -> None:
-    """Set how ``experience`` planners built from now on learn: ``state`` is the file the online
-    counts persist to (``None``: none), ``freeze`` reads it without updating it. ``knowledge``
-    replaces the knowledge file. Drops the cached planner so the next job uses the new settings."""
-    _drop_cached()
-    _CONFIG.update(state=None if state is None else Path(state), learn=bool(learn) and not freeze and state is not None, knowledge=knowledge)
-
-
-def reset() -> None:
-    """Back to the defaults (environment, no learning); flushes the cached planner's state first."""
-    _drop_cached()
-
-
-def _drop_cached() -> None:
-    from agent_policies.registry import PLANNING
-
-    old = PLANNING.cached("experience")
-    if old is not None:
-        old.flush()
-    PLANNING.forget("experience")
-    _CONFIG.clear()
-
-
 class ExperiencePlanner(BasePlanner):
     """Plans from the knowledge file plus what it learned while serving (see the module docstring)."""
 
     name = "experience"
 
     def __init__(self, knowledge: Knowledge | str | os.PathLike[str] | None = None, online: OnlineExperience | None = None) -> None:
-        env = os.environ
+        """``knowledge``: a :class:`Knowledge` or its file (default the shipped one); ``online``:
+        where serving experience is kept (default: nowhere, no learning)."""
         if isinstance(knowledge, Knowledge):
             self.knowledge: Knowledge | None = knowledge
         else:
-            path = knowledge or _CONFIG.get("knowledge") or env.get("AGENTIR_KNOWLEDGE") or DEFAULT_KNOWLEDGE
+            path = knowledge or DEFAULT_KNOWLEDGE
             try:
                 self.knowledge = Knowledge.load(path)
             except KnowledgeError as exc:
                 self.knowledge = None
                 log.warning("planning.experience.no_knowledge", reason=str(exc), fallback="rules")
-        if online is None:
-            if _CONFIG:
-                online = OnlineExperience(_CONFIG["state"], learn=_CONFIG["learn"])
-            elif env.get("AGENTIR_EXPERIENCE_STATE"):
-                online = OnlineExperience(env["AGENTIR_EXPERIENCE_STATE"], learn=env.get("AGENTIR_EXPERIENCE_FREEZE", "") not in ("1", "true", "yes"))
-            else:
-                online = OnlineExperience(None, learn=False)
-        self.online = online
+        self.online = online if online is not None else OnlineExperience(None, learn=False)
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> ExperiencePlanner:
+        """The planner the settings describe (knowledge file, online state, learning on or off)."""
+        state = settings.experience_state
+        return cls(settings.knowledge, OnlineExperience(state, learn=settings.experience_learn and state is not None))
 
     def info(self) -> dict[str, Any]:
         """What a trace records about this planner's knowledge."""

@@ -1,9 +1,10 @@
 """The ``llm`` planner: a language model orders the subtasks, given the distilled knowledge as text.
 
-Any OpenAI-compatible chat-completions endpoint. Configuration: constructor arguments, else the
-environment: ``AGENTIR_LLM_URL`` (a base such as ``http://127.0.0.1:8000/v1`` or the full
-``.../chat/completions``), ``AGENTIR_LLM_MODEL``, ``AGENTIR_LLM_KEY`` (optional bearer token),
-``AGENTIR_LLM_TIMEOUT`` (seconds per request, default 30). Building the planner without a URL
+Any OpenAI-compatible chat-completions endpoint. Configuration: constructor arguments, or
+:meth:`LLMPlanner.from_settings` (``PolicySettings.llm``, which the entry points fill from
+``AGENTIR_LLM_URL``: a base such as ``http://127.0.0.1:8000/v1`` or the full
+``.../chat/completions``; ``AGENTIR_LLM_MODEL``; ``AGENTIR_LLM_KEY``, an optional bearer token;
+``AGENTIR_LLM_TIMEOUT``, seconds per request, default 30). Building the planner without a URL
 or model raises :class:`LLMConfigError` (so a job naming ``llm`` on an unconfigured machine is
 refused up front with that message).
 
@@ -26,7 +27,6 @@ thread so the event loop keeps serving other jobs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -38,6 +38,7 @@ import structlog
 
 from agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
 from agent_policies.planning import BasePlanner, PlanContext
+from agent_policies.settings import PolicySettings
 
 log = structlog.get_logger(__name__)
 
@@ -104,9 +105,8 @@ class LLMPlanner(BasePlanner):
         fallback: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        env = os.environ
-        url = url or env.get("AGENTIR_LLM_URL", "")
-        model = model or env.get("AGENTIR_LLM_MODEL", "")
+        url = url or ""
+        model = model or ""
         if not url:
             raise LLMConfigError(
                 "the llm planner has no endpoint: set AGENTIR_LLM_URL (e.g. http://127.0.0.1:8000/v1) and AGENTIR_LLM_MODEL, or use --policy experience"
@@ -116,27 +116,32 @@ class LLMPlanner(BasePlanner):
         if not model:
             raise LLMConfigError("no LLM model name: set AGENTIR_LLM_MODEL (the endpoint's model id)")
         if timeout is None:
-            try:
-                timeout = float(env.get("AGENTIR_LLM_TIMEOUT", "30"))
-            except ValueError:
-                raise LLMConfigError(f"AGENTIR_LLM_TIMEOUT={env.get('AGENTIR_LLM_TIMEOUT')!r} is not a number of seconds") from None
+            timeout = 30.0
         if not timeout > 0 or retries < 0 or backoff < 0:
             raise LLMConfigError("LLM timeout must be > 0, retries and backoff >= 0")
         self.url = endpoint(url)
         self.model = model
-        self._key = key if key is not None else env.get("AGENTIR_LLM_KEY") or None
+        self._key = key or None
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
         self._sleep = sleep
         if fallback is None:
-            from agent_policies.registry import PLANNING
+            from agent_policies.planning.experience import ExperiencePlanner
 
-            fallback = PLANNING.get("experience")
+            fallback = ExperiencePlanner()
         self.fallback = fallback
         self._cache: OrderedDict[tuple[str, ...], list[str]] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0, "invalid_answers": 0, "fallbacks": 0, "cache_hits": 0}
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> LLMPlanner:
+        """The planner for ``settings.llm``, falling back to the experience planner those settings describe."""
+        from agent_policies.planning.experience import ExperiencePlanner
+
+        llm = settings.llm
+        return cls(llm.url, llm.model, llm.key, timeout=llm.timeout, fallback=ExperiencePlanner.from_settings(settings))
 
     def __repr__(self) -> str:  # never shows the key
         return f"LLMPlanner(url={self.url!r}, model={self.model!r})"

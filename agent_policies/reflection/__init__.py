@@ -14,9 +14,14 @@ VERDICTS = (ACCEPT, SUCCESS, FAILURE, CONTINUE)
 
 @runtime_checkable
 class ReflectionPolicy(Protocol):
-    """``judge`` returns ``(verdict, best)``; ``best`` indexes ``candidates`` or is -1 when none ran."""
+    """``judge`` returns ``(verdict, best)``; ``best`` indexes ``candidates`` or is -1 when none ran.
+
+    ``needs_ratings``: the Reflector re-perceives each output's degradation (``level`` and
+    ``score`` of the candidates) before calling ``judge``; False skips that work.
+    """
 
     name: str
+    needs_ratings: bool
 
     def judge(self, subtask: str, candidates: Sequence[Candidate], *, remaining: int) -> tuple[str, int]: ...
 
@@ -45,6 +50,7 @@ class ThresholdReflection:
     """
 
     name = "threshold"
+    needs_ratings = True
 
     def __init__(self, success_level: str = "low", accept_level: str = "very_low", name: str | None = None) -> None:
         self.success_rank = level_index(success_level)

@@ -163,9 +163,10 @@ def main_bench(argv: list[str] | Sequence[str]) -> int:
 
 def _check_perception(name: str) -> None:
     """Fail before any image runs when the perception policy is unknown."""
-    from agent_policies.registry import PERCEPTION
+    from agent_policies.registry import PERCEPTION, Policies
+    from agentir.settings import Settings
     from toolbox.registry import UnknownNameError
 
     if name not in PERCEPTION:
         raise UnknownNameError("perception policy", name, PERCEPTION.names())
-    PERCEPTION.get(name)  # loads it now (cached), so a broken installation fails before any image runs
+    Policies(Settings.from_env().policies).perception(name)  # builds it now, so a broken installation fails before any image runs

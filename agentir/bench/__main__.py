@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from agentir.bench import main_bench
-from agentir.cli import _configure_logging
+from agentir.logs import configure_logging
+from agentir.settings import Settings
 
-_configure_logging(os.environ.get("AGENTIR_LOG_LEVEL", "warning"), json_logs=False)
+configure_logging(Settings.from_env().log_level, json_logs=False)
 sys.exit(main_bench(sys.argv[1:]))

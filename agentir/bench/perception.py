@@ -490,8 +490,8 @@ def build_parser(prog: str = "agentir bench perception") -> argparse.ArgumentPar
     )
     p.add_argument(
         "--clean-root",
-        default=os.environ.get("AGENTIR_CLEAN_ROOT", DEFAULT_CLEAN_ROOT),
-        help="folder with CBSD68/, McMaster/, Set5/ used to recognise fit images",
+        default=None,
+        help=f"folder with CBSD68/, McMaster/, Set5/ used to recognise fit images (default $AGENTIR_CLEAN_ROOT or {DEFAULT_CLEAN_ROOT})",
     )
     p.add_argument("--perception", default="analytic", help="perception policy (default analytic)")
     p.add_argument("--out", default=None, metavar="FILE", help="JSON report (default <first DATA>/bench/perception.json)")
@@ -505,10 +505,13 @@ def build_parser(prog: str = "agentir bench perception") -> argparse.ArgumentPar
 
 def main_bench_perception(argv: Sequence[str]) -> int:
     """Entry point of ``agentir bench perception`` (see the module docstring); returns the exit code."""
-    from agent_policies.registry import PERCEPTION
+    from agent_policies.registry import Policies
+    from agentir.settings import Settings
     from toolbox.registry import UnknownNameError
 
     args = build_parser().parse_args(list(argv))
+    settings = Settings.from_env()
+    clean_root = args.clean_root or str(settings.clean_root or DEFAULT_CLEAN_ROOT)
     out = Path(args.out) if args.out else Path(args.data_dirs[0]) / "bench" / "perception.json"
     try:
         if args.repeats < 1:
@@ -517,8 +520,8 @@ def main_bench_perception(argv: Sequence[str]) -> int:
             raise BenchError(f"--batch must be at least 1, got {args.batch}")
         if args.limit_per_combo is not None and args.limit_per_combo < 1:
             raise BenchError(f"--limit-per-combo must be at least 1, got {args.limit_per_combo}")
-        policy = PERCEPTION.get(args.perception)
-        items, split = _collect(args.data_dirs, args.split, args.clean_root, args.limit_per_combo)
+        policy = Policies(settings.policies).perception(args.perception)
+        items, split = _collect(args.data_dirs, args.split, clean_root, args.limit_per_combo)
         results, errors, sample = evaluate(policy, items, progress=not args.quiet, batch=args.batch)
         report: dict[str, Any] = {
             "command": "agentir bench perception " + " ".join(shlex.quote(a) for a in argv),

@@ -396,7 +396,8 @@ def main_bench_tools(argv: Sequence[str]) -> int:
     import cv2
     import torch
 
-    from toolbox.plugins import PluginError, ensure_plugins, plugins_from_env
+    from agentir.settings import Settings
+    from toolbox.plugins import PluginError, ensure_plugins
     from toolbox.registry import UnknownNameError
 
     args = build_parser().parse_args(list(argv))
@@ -407,7 +408,8 @@ def main_bench_tools(argv: Sequence[str]) -> int:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     try:
-        plugins_from_env()
+        for path in Settings.from_env().plugins:
+            ensure_plugins(path, eager=True)
         if args.plugins:
             ensure_plugins(args.plugins, eager=True)
         result = bench_tools(

@@ -21,6 +21,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from agentir.logs import configure_logging
+
 __all__ = ["build_parser", "main_serve"]
 
 
@@ -59,11 +61,14 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
     import anyio
 
     from agentir.daemon.config import ConfigError, DaemonConfig
+    from agentir.settings import Settings, SettingsError
 
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     try:
+        settings = Settings.from_env()
         config = DaemonConfig.load(
             args.config,
+            settings=settings,
             host=args.host,
             port=args.port,
             data=args.data,
@@ -75,15 +80,15 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
             freeze_experience=args.freeze_experience,
             max_tool_cost=args.max_tool_cost,
         )
-    except ConfigError as exc:
+    except (ConfigError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    _configure_logging(args.log_level, json_logs=not args.log_console)
+    configure_logging(args.log_level, json_logs=not args.log_console)
     from agentir.daemon.app import serve_forever
     from agentir.daemon.store import StoreError
 
     try:
-        anyio.run(serve_forever, config)
+        anyio.run(serve_forever, config, settings)
     except KeyboardInterrupt:
         return 130
     except StoreError as exc:  # the data folder is held by another daemon, ...
@@ -93,9 +98,3 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot start the daemon ({exc}); check --host/--port and that --data is writable", file=sys.stderr, flush=True)
         return 1
     return 0
-
-
-def _configure_logging(level: str, *, json_logs: bool) -> None:
-    from agentir.cli import _configure_logging as configure
-
-    configure(level, json_logs)

@@ -31,28 +31,16 @@ import structlog
 from aiohttp import BodyPartReader, web
 
 from agentir.daemon.config import DaemonConfig
+from agentir.daemon.errors import ApiError
 from agentir.daemon.metrics import Metrics
 from agentir.daemon.store import DONE, QUEUED, RUNNING, STATES, JobRecord, JobStore, ResultNotReady, StoreError
 from agentir.daemon.worker import Worker
 from agentir.imageio import ImageInputError, decode_image, write_text_atomic
 from agentir.pipeline import Restorer
+from agentir.settings import Settings
 from bus.blobs import MemoryBlobStore
 
 log = structlog.get_logger(__name__)
-
-#: Options a job may carry (validated before accept; see agent_policies.search.Budget and the planner).
-JOB_OPTIONS: tuple[str, ...] = (
-    "max_tool_calls",
-    "max_rollbacks",
-    "max_seconds",
-    "wave",
-    "rollback",
-    "keep_improved",
-    "reflection",
-    "tools",
-    "subtasks",
-    "max_tool_cost",
-)
 
 #: Where routes find the :class:`Daemon` (``request.app[DAEMON]``).
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
@@ -69,16 +57,6 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 )
 
 
-class ApiError(Exception):
-    """An answer other than success: ``status``, a one-line ``message``, optional ``retry_after``."""
-
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
-        self.status = status
-        self.message = " ".join(message.split())
-        self.retry_after = retry_after
-        super().__init__(self.message)
-
-
 def sniff_format(data: bytes) -> str | None:
     """The image format named by the first bytes (never the Content-Type header), or None."""
     for magic, offset, name in _MAGIC:
@@ -91,58 +69,20 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _name_error(exc: Exception) -> str:
-    return str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
-
-
-def validate_job(policy: str, options: Any) -> dict[str, Any]:
-    """Check a job's planning policy and options before it is accepted; raises ApiError(422)."""
-    import toolbox.tools  # noqa: F401 - registers the built-in tools
-    from actors.planner import max_tool_cost
-    from agent_policies.registry import PLANNING, REFLECTION
-    from agent_policies.search import Budget
-    from toolbox.base import TOOL_INFO
+def validate_job(restorer: Restorer, policy: str, options: Any) -> dict[str, Any]:
+    """Check a job's planning policy and options before it is accepted; returns the options
+    normalised (what is stored and sent on). Raises ApiError(422) naming the bad policy or option."""
+    from agent_policies.options import OptionError
     from toolbox.registry import UnknownNameError
-    from toolbox.vocab import check_degradation
 
     try:
-        PLANNING.get(policy)  # cached after the first job; an unconfigured policy (llm) answers 422
-    except UnknownNameError as exc:
-        raise ApiError(422, _name_error(exc)) from None
-    except ValueError as exc:
-        raise ApiError(422, f"planning policy {policy!r} is not usable on this daemon: {exc}") from None
-    if not isinstance(options, dict):
-        raise ApiError(422, 'options must be a JSON object, e.g. {"max_tool_calls": 16}')
-    unknown = sorted(set(options) - set(JOB_OPTIONS))
-    if unknown:
-        raise ApiError(422, f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(JOB_OPTIONS)}")
-    try:
-        Budget.from_options(options)
-        max_tool_cost(options)
-        if "reflection" in options:
-            REFLECTION.get(str(options["reflection"]))
-        subtasks = options.get("subtasks")
-        if subtasks is not None:
-            if not isinstance(subtasks, list) or not all(isinstance(s, str) for s in subtasks):
-                raise ValueError("job option 'subtasks' must be a list of degradation names")
-            for s in subtasks:
-                check_degradation(s)
-        tools = options.get("tools")
-        if tools is not None:
-            if not isinstance(tools, dict):
-                raise ValueError("job option 'tools' must map a degradation to a list of tool names")
-            for subtask, names in tools.items():
-                check_degradation(subtask)
-                if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                    raise ValueError(f"job option 'tools' for {subtask!r} must be a non-empty list of tool names")
-                for n in names:
-                    if n not in TOOL_INFO:
-                        raise ValueError(f"unknown tool {n!r} in job option 'tools'; `agentir tools` lists them")
-    except UnknownNameError as exc:
-        raise ApiError(422, _name_error(exc)) from None
-    except ValueError as exc:
+        return restorer.validate(policy, options)
+    except OptionError as exc:
         raise ApiError(422, str(exc)) from None
-    return options
+    except UnknownNameError as exc:
+        raise ApiError(422, str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)) from None
+    except ValueError as exc:  # a policy that cannot be built here (llm without an endpoint)
+        raise ApiError(422, f"planning policy {policy!r} is not usable on this daemon: {exc}") from None
 
 
 class Daemon:
@@ -186,7 +126,7 @@ class Daemon:
         if idem_key is not None and (len(idem_key) > 128 or not idem_key.isprintable()):
             raise ApiError(400, "Idempotency-Key must be at most 128 printable characters")
         policy = policy or self.config.policy
-        options = validate_job(policy, options if options is not None else {})
+        options = validate_job(self.restorer, policy, options if options is not None else {})
         if self.config.max_tool_cost is not None and "max_tool_cost" not in options:
             options = {**options, "max_tool_cost": float(self.config.max_tool_cost)}  # the daemon's default, recorded with the job
         kind = sniff_format(data)
@@ -253,15 +193,13 @@ class Daemon:
         self.metrics.set("agentir_queue_depth", counts[QUEUED])
         self.metrics.set("agentir_jobs_running", self.worker.running)
         self.metrics.set("agentir_ws_connections", self.ws_connections)
-        supervisor = getattr(self.restorer, "_supervisor", None)
-        executor = getattr(supervisor, "actors", {}).get("executor") if supervisor is not None else None
-        sizes = getattr(executor, "batch_sizes", None)
-        total = getattr(executor, "batches_total", None)
-        if sizes is not None and isinstance(total, int):
+        batching = self.restorer.executor_stats()
+        if batching is not None:
+            sizes, total = batching.recent_batch_sizes, batching.batches
             if total < self._batches_seen:  # the executor was restarted
                 self._batches_seen = 0
             new = min(total - self._batches_seen, len(sizes))  # the executor keeps only recent sizes
-            for size in list(sizes)[len(sizes) - new :] if new > 0 else []:
+            for size in sizes[len(sizes) - new :] if new > 0 else ():
                 self.metrics.observe("agentir_batch_size", float(size))
             self._batches_seen = total
 
@@ -430,6 +368,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ApiError(400, "limit and before must be integers (before is the 'next' value of the previous page)") from None
     if not 1 <= limit <= 500:
         raise ApiError(400, "limit must be between 1 and 500")
+    if before is not None and not 1 <= before <= 2**63 - 1:  # SQLite integers are 64-bit
+        raise ApiError(400, "before must be a positive 64-bit integer (the 'next' value of the previous page)")
     state = q.get("state") or None
     if state is not None and state not in STATES:
         raise ApiError(400, f"unknown state {state!r}; use one of {', '.join(STATES)}")
@@ -460,7 +400,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_app(daemon: Daemon) -> web.Application:
     """The aiohttp application for ``daemon`` (routes and middleware; no socket yet)."""
-    from agentir.daemon.ws import websocket_handler
+    from agentir.daemon.ws import websocket_route
 
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=daemon.config.max_body_bytes + (1 << 16))
     app[DAEMON] = daemon
@@ -469,7 +409,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/jobs/{id}", get_job)
     app.router.add_get("/v1/jobs/{id}/result", get_result)
     app.router.add_delete("/v1/jobs/{id}", delete_job)
-    app.router.add_get("/v1/ws", websocket_handler)
+    app.router.add_get("/v1/ws", websocket_route(daemon))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -487,22 +427,26 @@ async def _retention(daemon: Daemon) -> None:
 
 
 @asynccontextmanager
-async def run_daemon(config: DaemonConfig) -> AsyncIterator[Daemon]:
+async def run_daemon(config: DaemonConfig, settings: Settings | None = None) -> AsyncIterator[Daemon]:
     """Open the store, start the Restorer, the worker and the HTTP server; yield the :class:`Daemon`.
+
+    ``settings`` configure the policies and plug-ins (default :meth:`Settings.from_env`); the
+    experience planner always learns into ``DATA/experience.json`` (frozen with
+    ``config.freeze_experience``).
 
     On exit (graceful shutdown): new jobs are refused (503), running jobs get
     ``config.shutdown_grace`` seconds to finish and are re-queued otherwise, then the server stops.
     """
     store = JobStore(config.data, max_attempts=config.max_attempts, min_free_bytes=config.min_free_bytes)
     recovered = await store.open()
-    from agent_policies.planning import experience
-
     # Learning while serving: judged steps update DATA/experience.json (see the experience planner).
-    experience.configure(Path(config.data) / "experience.json", freeze=config.freeze_experience)
+    base = settings if settings is not None else Settings.from_env()
+    settings = base.with_experience(Path(config.data) / "experience.json", learn=not config.freeze_experience)
     metrics = Metrics()
     try:
         async with Restorer(
             policy=config.policy,
+            settings=settings,
             perception=config.perception,
             blobs=MemoryBlobStore(max_bytes=config.blob_bytes),
             max_inflight=config.concurrency,
@@ -540,17 +484,16 @@ async def run_daemon(config: DaemonConfig) -> AsyncIterator[Daemon]:
                         await runner.cleanup()
                     tg.cancel_scope.cancel()
     finally:
-        experience.reset()  # flushes what was learned; the process's other Restorers do not learn
         with anyio.CancelScope(shield=True):
             await store.close()
         log.info("daemon.stopped")
 
 
-async def serve_forever(config: DaemonConfig) -> None:
+async def serve_forever(config: DaemonConfig, settings: Settings | None = None) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     import signal
 
-    async with run_daemon(config):
+    async with run_daemon(config, settings):
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("daemon.signal", signal=signal.Signals(signum).name)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentir.settings import Settings
+
 
 class ConfigError(ValueError):
     """A bad setting; the message names it and says what is expected."""
@@ -92,8 +94,9 @@ class DaemonConfig:
             raise ConfigError(f"setting 'min_free_bytes' must be >= 0, got {self.min_free_bytes!r}")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> DaemonConfig:
-        """Defaults, then the TOML file at ``path``, then ``AGENTIR_TOKEN``, then non-None ``overrides``.
+    def load(cls, path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None, **overrides: Any) -> DaemonConfig:
+        """Defaults, then the TOML file at ``path``, then ``settings.token`` (``AGENTIR_TOKEN``,
+        read by the entry point), then non-None ``overrides``.
 
         Raises:
             ConfigError: the file is missing or not TOML, or has an unknown or bad setting.
@@ -112,8 +115,8 @@ class DaemonConfig:
             except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
                 raise ConfigError(f"config file {str(path)!r} cannot be read as TOML ({exc}); fix it") from None
             values.update(doc.get("serve", doc) if isinstance(doc.get("serve"), dict) else doc)
-        if os.environ.get("AGENTIR_TOKEN"):
-            values["token"] = os.environ["AGENTIR_TOKEN"]
+        if settings is not None and settings.token:
+            values["token"] = settings.token
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

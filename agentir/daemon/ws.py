@@ -20,12 +20,14 @@ not affected.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 from aiohttp import WSMsgType, web
 
+from agentir.daemon.errors import ApiError
 from agentir.daemon.messages import WsAck, WsCancel, WsError, WsResult, WsSubmit, WsWatch
 from agentir.daemon.store import DONE, TERMINAL, StoreError
 from agentir.daemon.worker import JobEvent
@@ -76,8 +78,6 @@ class _Socket:
         try:
             match envelope.message:
                 case WsSubmit() as submit:
-                    from agentir.daemon.app import ApiError
-
                     try:
                         record, created = await self.daemon.accept(
                             bytes(submit.image),
@@ -137,11 +137,17 @@ class _Socket:
         await self.send(WsResult(job=job, state=record.state, png=png, trace=record.trace or {}, error=record.error), cid=job)
 
 
-async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/ws``: upgrade and serve one client until it closes (see the module docstring)."""
-    from agentir.daemon.app import DAEMON, ApiError
+def websocket_route(daemon: Daemon) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The ``GET /v1/ws`` handler of ``daemon``."""
 
-    daemon: Daemon = request.app[DAEMON]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await websocket_handler(daemon, request)
+
+    return handler
+
+
+async def websocket_handler(daemon: Daemon, request: web.Request) -> web.StreamResponse:
+    """``GET /v1/ws``: upgrade and serve one client until it closes (see the module docstring)."""
     if daemon.ws_connections >= daemon.config.max_ws_connections:
         raise ApiError(503, f"too many open WebSockets ({daemon.config.max_ws_connections}); use HTTP or retry later", retry_after=daemon.config.retry_after)
     if daemon.draining:

@@ -74,11 +74,16 @@ def test_missing_knowledge_falls_back_to_the_rules_and_says_so(tmp_path: Path) -
     assert p.tool_order("rain", c) == ["t1", "t2", "t3"]
 
 
-def test_env_names_the_knowledge_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_name_the_knowledge_file(tmp_path: Path) -> None:
+    """AGENTIR_KNOWLEDGE, read by Settings.from_env at an entry point, reaches the planner built by Policies."""
+    from agent_policies.registry import Policies
+    from agentir.settings import Settings
+
     path = tmp_path / "k.json"
     path.write_text(json.dumps(distil([record("h", "haze", "rain", psnr_ab=25.0, psnr_ba=22.0)], {})))
-    monkeypatch.setenv("AGENTIR_KNOWLEDGE", str(path))
-    assert ExperiencePlanner().info()["knowledge"] == str(path)
+    settings = Settings.from_env({"AGENTIR_KNOWLEDGE": str(path)})
+    assert Policies(settings.policies).planning("experience").info()["knowledge"] == str(path)
+    assert ExperiencePlanner().info()["knowledge"] != str(path)  # the planner itself reads no environment
 
 
 def test_online_failures_move_a_tool_down_and_are_persisted(tmp_path: Path) -> None:

@@ -154,12 +154,12 @@ async def test_per_degradation_mode_asks_eight_questions_and_rate_asks_one(serve
     assert level == p.levels["motion_blur"] and score == float(LEVELS.index(level))
 
 
-async def test_env_configuration_and_base_url(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """URL, model and key come from AGENTIR_VLM_*; a base URL gets /chat/completions appended; no key, no header."""
-    monkeypatch.setenv("AGENTIR_VLM_URL", server.url)
-    monkeypatch.setenv("AGENTIR_VLM_MODEL", "env-model")
-    monkeypatch.delenv("AGENTIR_VLM_KEY", raising=False)
-    policy = VLMPerception(fallback=ANALYTIC)
+async def test_env_configuration_and_base_url(server: Server) -> None:
+    """URL, model and key come from AGENTIR_VLM_* (via Settings.from_env); a base URL gets /chat/completions appended; no key, no header."""
+    from agentir.settings import Settings
+
+    settings = Settings.from_env({"AGENTIR_VLM_URL": server.url, "AGENTIR_VLM_MODEL": "env-model"})
+    policy = VLMPerception.from_settings(settings.policies)
     assert policy.url == server.url + "/chat/completions"
     await run(policy.rate, [scene(4)], "noise")
     assert server.requests[0]["model"] == "env-model"
@@ -277,10 +277,8 @@ def test_answers_are_normalised_strictly() -> None:
         ({"url": "http://127.0.0.1:1/v1", "model": "m", "timeout": 0}, "timeout"),
     ],
 )
-def test_bad_configuration_is_refused(monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], message: str) -> None:
+def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> None:
     """A missing or malformed setting raises VLMConfigError naming what to set."""
-    for k in ("AGENTIR_VLM_URL", "AGENTIR_VLM_MODEL", "AGENTIR_VLM_MODE", "AGENTIR_VLM_TIMEOUT"):
-        monkeypatch.delenv(k, raising=False)
     with pytest.raises(VLMConfigError, match=re.escape(message)):
         VLMPerception(**kwargs)
 

@@ -158,24 +158,26 @@ async def test_an_unreachable_endpoint_falls_back() -> None:
     assert "cannot reach" in notes.events[-1]["reason"]
 
 
-def test_configuration_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k in ("AGENTIR_LLM_URL", "AGENTIR_LLM_MODEL", "AGENTIR_LLM_TIMEOUT"):
-        monkeypatch.delenv(k, raising=False)
+def test_configuration_errors_name_the_variable() -> None:
+    """Missing or malformed endpoint settings (from AGENTIR_LLM_*, read by Settings.from_env) name the variable to set."""
+    from agent_policies.registry import Policies
+    from agentir.settings import Settings, SettingsError
+
+    def build(env: dict[str, str]) -> LLMPlanner:
+        planner = Policies(Settings.from_env(env).policies).planning("llm")
+        assert isinstance(planner, LLMPlanner)
+        return planner
+
     with pytest.raises(LLMConfigError, match="AGENTIR_LLM_URL"):
-        LLMPlanner(fallback=fallback())
-    monkeypatch.setenv("AGENTIR_LLM_URL", "ftp://x")
+        build({})
     with pytest.raises(LLMConfigError, match="not an http"):
-        LLMPlanner(fallback=fallback())
-    monkeypatch.setenv("AGENTIR_LLM_URL", "http://127.0.0.1:1/v1")
+        build({"AGENTIR_LLM_URL": "ftp://x"})
     with pytest.raises(LLMConfigError, match="AGENTIR_LLM_MODEL"):
-        LLMPlanner(fallback=fallback())
-    monkeypatch.setenv("AGENTIR_LLM_MODEL", "m")
-    monkeypatch.setenv("AGENTIR_LLM_TIMEOUT", "soon")
-    with pytest.raises(LLMConfigError, match="AGENTIR_LLM_TIMEOUT"):
-        LLMPlanner(fallback=fallback())
-    monkeypatch.setenv("AGENTIR_LLM_TIMEOUT", "5")
-    p = LLMPlanner(fallback=fallback(), key="secret")
-    assert p.url == "http://127.0.0.1:1/v1/chat/completions" and "secret" not in repr(p)
+        build({"AGENTIR_LLM_URL": "http://127.0.0.1:1/v1"})
+    with pytest.raises(SettingsError, match="AGENTIR_LLM_TIMEOUT"):
+        build({"AGENTIR_LLM_URL": "http://127.0.0.1:1/v1", "AGENTIR_LLM_MODEL": "m", "AGENTIR_LLM_TIMEOUT": "soon"})
+    p = build({"AGENTIR_LLM_URL": "http://127.0.0.1:1/v1", "AGENTIR_LLM_MODEL": "m", "AGENTIR_LLM_TIMEOUT": "5", "AGENTIR_LLM_KEY": "secret"})
+    assert p.url == "http://127.0.0.1:1/v1/chat/completions" and p.timeout == 5.0 and "secret" not in repr(p)
 
 
 def test_parse_order_is_strict() -> None:

@@ -24,8 +24,10 @@ def test_config_file_then_overrides(tmp_path, monkeypatch):
     """A TOML [serve] table sets values, AGENTIR_TOKEN sets the token, explicit overrides win."""
     cfg = tmp_path / "agentir.toml"
     cfg.write_text("[serve]\nport = 9000\nconcurrency = 3\nmax_queue = 10\n")
-    monkeypatch.setenv("AGENTIR_TOKEN", "from-env")
-    config = DaemonConfig.load(cfg, port=9100, data=str(tmp_path / "d"))
+    from agentir.settings import Settings
+
+    settings = Settings.from_env({"AGENTIR_TOKEN": "from-env"})  # the entry point reads the environment
+    config = DaemonConfig.load(cfg, settings=settings, port=9100, data=str(tmp_path / "d"))
     assert (config.port, config.concurrency, config.max_queue, config.token) == (9100, 3, 10, "from-env")
 
 

@@ -342,9 +342,9 @@ class Search:
         self.greedy = True
         deepest = max(self.nodes.values(), key=lambda n: (len(n.done), -n.id))
         image, done = deepest.image, deepest.done
-        helpful = [(a, kept) for a in deepest.failures if a.best is not None and (kept := self._helped(a.subtask, a.best)) is not None]
+        helpful = [(a, best, kept) for a in deepest.failures if (best := a.best) is not None and (kept := self._helped(a.subtask, best)) is not None]
         if helpful:
-            pick, kept = min(helpful, key=lambda pair: (level_index(pair[0].best.level), pair[0].best.score))  # type: ignore[union-attr]
+            pick, _, kept = min(helpful, key=lambda t: (level_index(t[1].level), t[1].score))
             image, done = kept, done + (pick.subtask,)
         failed_here = {a.subtask for a in deepest.failures}
         given_up = [s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s in failed_here and s not in done]

@@ -73,11 +73,12 @@ def _image_bytes(image: Any) -> bytes:
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is a dependency
-        np = None  # type: ignore[assignment]
-    if np is not None and isinstance(image, np.ndarray):
-        from agentir.imageio import encode_png
+        pass
+    else:
+        if isinstance(image, np.ndarray):
+            from agentir.imageio import encode_png
 
-        return encode_png(image)
+            return encode_png(image)
     raise TypeError(f"image must be a path, encoded bytes or a uint8 H x W x 3 array, got {type(image).__name__}")
 
 

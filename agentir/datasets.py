@@ -30,7 +30,7 @@ import os
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import structlog
@@ -234,7 +234,7 @@ def build_benchmark(
                         "hq": rel_hq.as_posix(),
                         "lq_shape": list(lq.shape),
                         "hq_shape": list(clean.shape),
-                        "seed": [int(e) for e in ss.entropy],  # type: ignore[union-attr]
+                        "seed": [int(e) for e in cast(Sequence[int], ss.entropy)],  # _image_seed gives a list
                         "params": params,
                     }
                 )

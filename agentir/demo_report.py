@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['image']:<28} PSNR {r['psnr_before']:6.2f} -> {r['psnr_after']:6.2f} dB   SSIM {r['ssim_before']:.3f} -> {r['ssim_after']:.3f}   ({' > '.join(r['done']) or 'unchanged'})"
         )
     if scored:
-        mean = lambda k: float(np.mean([r[k] for r in scored]))  # noqa: E731
+
+        def mean(k: str) -> float:
+            return float(np.mean([r[k] for r in scored]))
+
         print(f"{'mean':<28} PSNR {mean('psnr_before'):6.2f} -> {mean('psnr_after'):6.2f} dB   SSIM {mean('ssim_before'):.3f} -> {mean('ssim_after'):.3f}")
     print(f"before/after picture: {args.output}")
     return 0

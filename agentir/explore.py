@@ -27,6 +27,7 @@ Exit codes: 0 written; 1 failed (missing data, records from other settings); 2 u
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import os
@@ -114,10 +115,17 @@ def build_jobs(images: Sequence[Path], data: Path, *, per_combo: int, seed: int,
 _STATE: dict[str, Any] = {}
 
 
+def _register_tools() -> None:
+    """Register every tool, classical and learned: exploration tries them all."""
+    for module in ("toolbox.tools", "toolbox.learned"):
+        importlib.import_module(module)
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
+    _register_tools()  # a spawned worker process has none registered yet
 
 
 def _perception() -> Any:
@@ -264,6 +272,7 @@ def main_explore(argv: Sequence[str]) -> int:
     if args.per_combo < 1 or args.workers < 1:
         _err("error: --per-combo and --workers must be at least 1")
         return EXIT_USAGE
+    _register_tools()
     from agent_policies.knowledge import distil
     from agentir.imageio import write_text_atomic
     from toolbox.base import tools_for

@@ -39,7 +39,7 @@ class BlobRef:
 def _digest(array: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{array.dtype.str}|{'x'.join(map(str, array.shape))}|".encode())
-    h.update(memoryview(np.ascontiguousarray(array)).cast("B"))  # type: ignore[arg-type]  # ndarray is a buffer
+    h.update(np.ascontiguousarray(array).data.cast("B"))
     return h.hexdigest()
 
 

@@ -21,7 +21,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -236,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
-    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
-    report = run_kernel_bench(sizes, args.repeats, batch=args.batch)  # type: ignore[arg-type]
+    # "HxW" pairs; a malformed size is refused by run_kernel_bench unpacking it, as before.
+    sizes = cast(list[tuple[int, int]], [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes])
+    report = run_kernel_bench(sizes, args.repeats, batch=args.batch)
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -22,6 +22,8 @@ the input dtype. NaN handling of :func:`rgb_to_value` is unspecified.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from kernels import backend
@@ -54,7 +56,7 @@ _ZERO: Vector = (0.0, 0.0, 0.0)
 
 def _inverse(m: Matrix) -> Matrix:
     inv = torch.linalg.inv(torch.tensor(m, dtype=torch.float64)).tolist()
-    return tuple(tuple(float(v) for v in row) for row in inv)  # type: ignore[return-value]
+    return cast(Matrix, tuple(tuple(float(v) for v in row) for row in inv))  # 3 x 3 in, 3 x 3 out
 
 
 YCBCR_INVERSE_MATRIX: Matrix = _inverse(YCBCR_MATRIX)

@@ -27,6 +27,7 @@ number of tiles, which is fine up to a few thousand tiles per image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -195,7 +196,8 @@ def blend_tiles_reference(
 def _pair(value: IntPair) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[1])
-    return int(value), int(value)  # type: ignore[arg-type]
+    n = int(cast(int, value))  # neither tuple nor list: one size for both sides
+    return n, n
 
 
 def _check_pair(op: str, name: str, value: object, *, minimum: int) -> tuple[int, int]:

@@ -43,7 +43,10 @@ def _parts(clean: np.ndarray, condition: int, index: int, cnn, dct) -> tuple[np.
     with torch.inference_mode():
         e = self_ensemble(cnn, x).clamp(0, 1)
         d = dct(x).clamp(0, 1)
-    to = lambda t: t[0].permute(1, 2, 0).numpy().astype(np.float64)  # noqa: E731
+
+    def to(t: torch.Tensor) -> np.ndarray:
+        return t[0].permute(1, 2, 0).numpy().astype(np.float64)
+
     return to(e), to(d), clean.astype(np.float64) / 255.0
 
 

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a plain script: make the repository importable
     sys.path.insert(0, str(REPO))
 
-from agentir.imageio import load_image, save_png_atomic  # noqa: E402
+from agentir.imageio import load_image, save_png_atomic  # noqa: E402 - needs the sys.path entry added above
 
 # sha256 of the source arrays (C order, uint8) as scikit-image 0.26.0 returns them.
 SOURCE_SHA256: dict[str, str] = {

@@ -206,13 +206,19 @@ def unregister_tool(name: str) -> None:
     _CHECKS.pop(name, None)
 
 
+#: Order of tool kinds in :func:`tools_for`: classical tools first, then learned ones, then plug-ins.
+_KIND_ORDER = {"classical": 0, "learned": 1, "plugin": 2}
+
+
 def tools_for(degradation: str, *, include_manual: bool = False) -> list[str]:
-    """Names of the registered tools that treat ``degradation``, in registration order.
+    """Names of the registered tools that treat ``degradation``: classical, learned, then plug-in
+    tools, each kind in registration order (best first), whichever package was imported first.
 
     Tools tagged ``manual`` are left out unless ``include_manual`` is true.
     """
     check_degradation(degradation)
-    return [name for name, info in TOOL_INFO.items() if info.degradation == degradation and (include_manual or "manual" not in info.tags)]
+    names = [name for name, info in TOOL_INFO.items() if info.degradation == degradation and (include_manual or "manual" not in info.tags)]
+    return sorted(names, key=lambda n: _KIND_ORDER.get(TOOL_INFO[n].kind, len(_KIND_ORDER)))  # stable: keeps registration order within a kind
 
 
 def run_on_rgb(tool: Tool, rgb: np.ndarray) -> np.ndarray:

@@ -54,6 +54,7 @@ Groups (feature names are ``<group>.<what>``):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -98,7 +99,7 @@ class _Prepared:
         y0 = ((h - ch) // 2) // 8 * 8
         x0 = ((w - cw) // 2) // 8 * 8
         self.crop = img[y0 : y0 + ch, x0 : x0 + cw]
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, Any] = {}  # arrays; "planes" and "grad{s}" hold tuples of them
 
     @property
     def rgb(self) -> np.ndarray:
@@ -111,8 +112,8 @@ class _Prepared:
     def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The crop's R, G, B as contiguous float32 planes (same values as :attr:`rgb`; faster to combine)."""
         if "planes" not in self._cache:
-            self._cache["planes"] = tuple(np.ascontiguousarray(self.rgb[..., i]) for i in range(3))  # type: ignore[assignment]
-        return self._cache["planes"]  # type: ignore[return-value]
+            self._cache["planes"] = tuple(np.ascontiguousarray(self.rgb[..., i]) for i in range(3))
+        return self._cache["planes"]
 
     @property
     def gray(self) -> np.ndarray:
@@ -139,8 +140,8 @@ class _Prepared:
         """Sobel gradients (x, y) of :meth:`gray_scale` ``s``, cached."""
         key = f"grad{s}"
         if key not in self._cache:
-            self._cache[key] = _grad(self.gray_scale(s))  # type: ignore[assignment]  # a pair, unlike other entries
-        return self._cache[key]  # type: ignore[return-value]
+            self._cache[key] = _grad(self.gray_scale(s))
+        return self._cache[key]
 
     @property
     def small(self) -> np.ndarray:

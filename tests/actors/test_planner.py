@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-import toolbox.tools  # noqa: F401  (registers the built-in tools the jobs name; options may be checked against them)
+import toolbox.tools  # noqa: F401 - registers the built-in tools the jobs name (options may be checked against them)
 from actors.planner import Planner
 from bus.base import Delivery
 from bus.blobs import BlobRef, MemoryBlobStore

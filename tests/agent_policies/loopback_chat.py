@@ -18,7 +18,7 @@ async def chat_endpoint(handle: Callable[[web.Request], Awaitable[web.StreamResp
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]  # the one site's (host, port)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

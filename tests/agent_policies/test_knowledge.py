@@ -103,7 +103,7 @@ def test_the_shipped_knowledge_loads_and_covers_group_a() -> None:
     assert len(k.pairs) == 8 and set(k.precedence) == set(DEGRADATIONS)
     assert k.summary["images"] >= 8 * 4
     # every degradation has tool statistics for the classical tools the agent chooses from
-    import toolbox.tools  # noqa: F401
+    import toolbox.tools  # noqa: F401 - registers the classical tools whose statistics are checked
     from toolbox.base import TOOL_INFO, tools_for
 
     for d in DEGRADATIONS:
@@ -124,7 +124,9 @@ def test_a_levels_few_calls_lean_on_the_tools_numbers_over_all_levels() -> None:
         }
         return Knowledge.from_json(obj)
 
-    pooled = lambda n: (40 * 4.0 + n * -2.0) / (40 + n)  # noqa: E731
+    def pooled(n: int) -> float:
+        return (40 * 4.0 + n * -2.0) / (40 + n)
+
     few = with_medium(2).tool_stats("rain", "medium")["t1"]
     many = with_medium(200).tool_stats("rain", "medium")["t1"]
     assert few.calls == 2 + LEVEL_SHRINK and many.calls == 200 + LEVEL_SHRINK

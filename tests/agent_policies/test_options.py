@@ -67,7 +67,7 @@ def test_bad_values_are_refused_naming_the_option(raw, option):
 def test_not_a_map_is_refused():
     """options that are not a JSON object get a one-line error with an example."""
     with pytest.raises(OptionError, match="JSON object"):
-        JobOptions.validate(["max_tool_calls", 3])  # type: ignore[arg-type]
+        JobOptions.validate(["max_tool_calls", 3])  # type: ignore[arg-type]  # deliberate: a list, not a map, to test the error
 
 
 def test_validated_options_are_json_without_nan():

@@ -164,15 +164,15 @@ def test_jpeg_q10_reads_jpeg(policy: AnalyticPerception) -> None:
 def test_bad_images_raise_value_error(policy: AnalyticPerception, bad: object) -> None:
     """Anything but a non-empty uint8 H x W x 3 array is refused with ValueError, in perceive and rate."""
     with pytest.raises(ValueError):
-        policy.perceive([bad])  # type: ignore[list-item]
+        policy.perceive([bad])  # type: ignore[list-item]  # deliberate: bad images, to test the ValueError
     with pytest.raises(ValueError):
-        policy.rate([bad], "noise")  # type: ignore[list-item]
+        policy.rate([bad], "noise")  # type: ignore[list-item]  # deliberate: bad images, to test the ValueError
 
 
 def test_single_array_instead_of_sequence_is_refused(policy: AnalyticPerception) -> None:
     """Passing one image array instead of a list of images raises ValueError telling how to wrap it."""
     with pytest.raises(ValueError, match="wrap"):
-        policy.perceive(scene(0, (64, 64)))  # type: ignore[arg-type]
+        policy.perceive(scene(0, (64, 64)))  # type: ignore[arg-type]  # deliberate: one array, not a list, to test the ValueError
 
 
 def test_unknown_degradation_is_refused(policy: AnalyticPerception) -> None:

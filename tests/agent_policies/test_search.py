@@ -176,7 +176,10 @@ def test_wave_zero_runs_all_tools_at_once():
 def test_random_planner_is_reproducible_per_seed():
     """The random policy gives the same order for the same seed and covers other orders for others."""
     subtasks = ["noise", "jpeg", "haze"]
-    ctx = lambda seed: PlanContext(levels={}, scores={}, tools={}, seed=seed)  # noqa: E731
+
+    def ctx(seed: int) -> PlanContext:
+        return PlanContext(levels={}, scores={}, tools={}, seed=seed)
+
     planner = RandomPlanner()
     assert planner.plan(subtasks, ctx(1)) == planner.plan(subtasks, ctx(1))
     assert len({tuple(planner.plan(subtasks, ctx(s))) for s in range(30)}) > 2

@@ -138,3 +138,33 @@ def test_the_reflection_replay_script_cross_validates_on_records(data: Path, tmp
     assert db["best order"] >= db["knowledge"] >= db["worst order"]
     assert db["best order"] >= db["random (mean of orders)"] >= db["worst order"]
     assert script.main([]) == 2
+
+
+def test_a_fresh_process_registers_every_tool_before_exploring(data: Path, tmp_path: Path) -> None:
+    """`agentir explore` run in its own process (no test module imported the tools first) explores with every tool."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "k.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentir",
+        "explore",
+        str(data),
+        "-o",
+        str(out),
+        "--per-combo",
+        "1",
+        "--workers",
+        "1",
+        "--combinations",
+        "rain+haze",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    knowledge = json.loads(out.read_text())
+    assert knowledge["config"]["tools"]["rain"] and knowledge["config"]["tools"]["haze"], proc.stderr
+    assert " 0 tool calls" not in proc.stderr

@@ -330,7 +330,7 @@ def test_empty_bytes_are_refused() -> None:
 def test_decode_image_rejects_non_bytes() -> None:
     """decode_image given a str raises TypeError (a programming error, not bad input)."""
     with pytest.raises(TypeError):
-        decode_image("not bytes")  # type: ignore[arg-type]
+        decode_image("not bytes")  # type: ignore[arg-type]  # deliberate: a str, to test the TypeError
 
 
 def test_text_file_named_png_is_refused(tmp_path: Path) -> None:
@@ -595,7 +595,7 @@ def test_invalid_array_writes_nothing(tmp_path: Path, bad: object) -> None:
     path = tmp_path / "out.png"
     path.write_bytes(b"old")
     with pytest.raises((TypeError, ValueError)):
-        save_png_atomic(path, bad)  # type: ignore[arg-type]
+        save_png_atomic(path, bad)  # type: ignore[arg-type]  # deliberate: invalid images, to test the error
     assert path.read_bytes() == b"old"
     assert _files_in(tmp_path) == ["out.png"]
 
@@ -642,7 +642,7 @@ def test_write_text_atomic_writes_utf8_and_replaces(tmp_path: Path) -> None:
 def test_write_text_atomic_rejects_bytes(tmp_path: Path) -> None:
     """Passing bytes to write_text_atomic is a TypeError and writes nothing."""
     with pytest.raises(TypeError):
-        write_text_atomic(tmp_path / "x.json", b"{}")  # type: ignore[arg-type]
+        write_text_atomic(tmp_path / "x.json", b"{}")  # type: ignore[arg-type]  # deliberate: bytes, not str, to test the TypeError
     assert _files_in(tmp_path) == []
 
 

@@ -101,7 +101,7 @@ def test_oversized_messages_are_rejected_on_both_sides():
 def test_unregistered_objects_cannot_be_encoded():
     """Only registered message kinds go on the wire."""
     with pytest.raises(TypeError):
-        codec.encode(object())  # type: ignore[arg-type]
+        codec.encode(object())  # type: ignore[arg-type]  # deliberate: not a message, to test the TypeError
 
 
 def test_duplicate_kind_fails_at_definition():

@@ -337,7 +337,7 @@ def test_bicubic_resize_rejects_bad_arguments() -> None:
     img = textured()
     for bad in (0, -1.0, float("nan"), (0, 5), (3,)):
         with pytest.raises(ValueError):
-            bicubic_resize(img, bad)  # type: ignore[arg-type]
+            bicubic_resize(img, bad)  # type: ignore[arg-type]  # deliberate: bad scales and sizes, to test the ValueError
     with pytest.raises(ValueError):
         bicubic_resize(np.zeros((4,)), 2)
     with pytest.raises(ValueError):
@@ -372,7 +372,7 @@ def test_crop_to_multiple() -> None:
 def test_bad_images_raise(img: object, match: str) -> None:
     """Images that are not non-empty uint8 H x W x 3 arrays raise ValueError saying what is expected."""
     with pytest.raises(ValueError, match=match):
-        degrade(img, "noise", np.random.default_rng(0))  # type: ignore[arg-type]
+        degrade(img, "noise", np.random.default_rng(0))  # type: ignore[arg-type]  # deliberate: bad images, to test the ValueError
 
 
 def test_bad_names_levels_and_rng_raise() -> None:
@@ -383,7 +383,7 @@ def test_bad_names_levels_and_rng_raise() -> None:
     with pytest.raises(ValueError, match="very_low"):
         degrade(img, "noise", np.random.default_rng(0), level="extreme")
     with pytest.raises(TypeError, match="default_rng"):
-        degrade(img, "noise", 0)  # type: ignore[arg-type]
+        degrade(img, "noise", 0)  # type: ignore[arg-type]  # deliberate: an int, not a Generator, to test the TypeError
     with pytest.raises(ValueError, match="one level per name"):
         degrade_chain(img, ["noise", "jpeg"], np.random.default_rng(0), levels=["low"])
     with pytest.raises(ValueError, match="empty"):

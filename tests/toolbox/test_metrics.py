@@ -121,7 +121,7 @@ def test_score_rejects_other_shape_mismatches() -> None:
 def test_bad_inputs(bad: object, match: str) -> None:
     """Non-RGB arrays, integer types other than uint8 and non-arrays raise ValueError."""
     with pytest.raises(ValueError, match=match):
-        psnr(bad, np.zeros((8, 8, 3)))  # type: ignore[arg-type]
+        psnr(bad, np.zeros((8, 8, 3)))  # type: ignore[arg-type]  # deliberate: bad inputs, to test the ValueError
 
 
 def test_ssim_needs_11x11() -> None:

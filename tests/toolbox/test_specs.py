@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, WHOLE_IMAGE_TAG, ToolSpec, register_spec, unavailable_reason, unregister_tool
+from toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, WHOLE_IMAGE_TAG, ToolSpec, register_spec, tools_for, unavailable_reason, unregister_tool
 from toolbox.learned import LEARNED_SPECS, LEARNED_TOOLS
 from toolbox.learned.data import RECIPES
 from toolbox.registry import UnknownNameError
 from toolbox.tools import CLASSICAL_SPECS, CLASSICAL_TOOLS
+from toolbox.vocab import DEGRADATIONS
 
 BUILT_IN = (*CLASSICAL_SPECS, *LEARNED_SPECS)
 
 
 def test_registry_is_built_from_the_declarations_in_order() -> None:
-    """Every built-in tool's ToolInfo is its declaration's, registered classical first, then learned, each best first."""
+    """Every built-in tool's ToolInfo is its declaration's; tools_for lists classical first, then learned, each best first."""
     declared = [s.name for s in CLASSICAL_SPECS] + [s.name for s in LEARNED_SPECS if s.name in TOOL_INFO]
-    assert [n for n in TOOL_INFO if n in TOOL_SPECS] == declared
+    for d in DEGRADATIONS:
+        listed = [n for n in tools_for(d, include_manual=True) if n in TOOL_SPECS]
+        assert listed == [n for n in declared if TOOL_SPECS[n].degradation == d]
     assert tuple(s.name for s in CLASSICAL_SPECS) == CLASSICAL_TOOLS
     for spec in BUILT_IN:
         if spec.name in TOOL_INFO:
@@ -48,7 +51,7 @@ def test_a_declaration_refuses_the_global_tag_and_a_bad_factory_and_freezes_its_
         ToolSpec(name="x", degradation="noise", factory="toolbox.tools.denoise.DCTDenoise", description="")
     spec = ToolSpec(name="x", degradation="noise", factory="m:C", kwargs={"a": 1}, description="")
     with pytest.raises(TypeError):
-        spec.kwargs["a"] = 2  # type: ignore[index]
+        spec.kwargs["a"] = 2  # type: ignore[index]  # deliberate: kwargs is read-only, to test the TypeError
 
 
 def test_register_spec_builds_the_factory_with_name_and_kwargs() -> None:
@@ -75,3 +78,16 @@ def test_every_learned_tool_with_weights_has_its_recipe() -> None:
         assert (RECIPES[spec.name].degradation, RECIPES[spec.name].scale) == (spec.degradation, spec.scale)
         assert spec.kind == "learned" and spec.description
     assert set(LEARNED_TOOLS) <= {s.name for s in with_weights}
+
+
+def test_tool_order_does_not_depend_on_which_package_was_imported_first():
+    """tools_for lists classical, then learned tools, best first, whether toolbox.learned or toolbox.tools was imported first."""
+    import subprocess
+    import sys
+
+    code = "import {a}, {b}; from toolbox.base import tools_for; from toolbox.vocab import DEGRADATIONS; print([tools_for(d) for d in DEGRADATIONS])"
+    runs = [
+        subprocess.run([sys.executable, "-c", code.format(a=a, b=b)], capture_output=True, text=True, check=True, timeout=120).stdout
+        for a, b in (("toolbox.tools", "toolbox.learned"), ("toolbox.learned", "toolbox.tools"))
+    ]
+    assert runs[0] == runs[1] and "cnn_dejpeg" in runs[0]

@@ -52,7 +52,8 @@ class UNetRes(nn.Module):
         self.dec = nn.Sequential(*[ResBlock(ch, leaky) for _ in range(blocks_hi)])
         self.tail = nn.Conv2d(ch, 12, 3, padding=1)
         nn.init.zeros_(self.tail.weight)  # start as the identity
-        nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
+        assert self.tail.bias is not None  # Conv2d(bias=True) has one
+        nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.leaky
@@ -74,7 +75,8 @@ class SRRes(nn.Module):
         self.body = nn.Sequential(*[ResBlock(ch) for _ in range(blocks)])
         self.tail = nn.Conv2d(ch, 3 * 16, 3, padding=1)  # pixel_shuffle(4) -> 3 channels
         nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
+        assert self.tail.bias is not None  # Conv2d(bias=True) has one
+        nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = F.interpolate(x, scale_factor=4.0, mode="bicubic", align_corners=False)

@@ -37,7 +37,8 @@ from actors.scheduler import (
     to_batch,
     tool_device,
 )
-from bus.base import Delivery
+from bus.base import Bus, Delivery
+from bus.blobs import BlobStore
 from bus.messages import Candidate, ExecuteStep, JobCancel, StepExecuted, Subjects
 
 # from_batch, to_batch and tool_device live in actors.scheduler; still importable from here.
@@ -74,8 +75,8 @@ class Executor(Actor):
 
     def __init__(
         self,
-        bus: Any,
-        blobs: Any,
+        bus: Bus,
+        blobs: BlobStore,
         *,
         batch_window: float = DEFAULT_BATCH_WINDOW,
         max_batch: int = DEFAULT_MAX_BATCH,

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolbox.vocab import DEGRADATIONS, LEVELS, level_index
+from toolbox.vocab import DEGRADATIONS, LEVELS, is_present, level_index
 
 __all__ = [
     "DEFAULT_KNOWLEDGE",
     "FORMAT",
+    "SHIPPED_RECORDS",
     "VERSION",
     "Knowledge",
     "KnowledgeError",
@@ -47,12 +48,17 @@ __all__ = [
     "ToolStat",
     "agent_path",
     "distil",
+    "knowledge_text",
+    "read_records",
 ]
 
 FORMAT = "agentir-knowledge"
 VERSION = 1
 #: The knowledge shipped with the repo (``agentir explore`` reproduces it; see the README).
 DEFAULT_KNOWLEDGE = Path(__file__).with_name("knowledge.json")
+#: The exploration records the shipped knowledge was distilled from (gzipped JSON lines; the
+#: first line is the header). ``distil`` over them rewrites the shipped file byte for byte.
+SHIPPED_RECORDS = Path(__file__).with_name("knowledge.records.jsonl.gz")
 #: Pseudo-observations of the Bradley-Terry prior in a pair's preference.
 PRIOR_WEIGHT = 2.0
 #: L2 pull of the Bradley-Terry strengths towards 0 (keeps unexplored degradations neutral).
@@ -140,7 +146,7 @@ def agent_path(record: Mapping[str, Any], order: Sequence[str]) -> list[Mapping[
 
 
 def _failed(node: Mapping[str, Any]) -> bool:
-    return any(level_index(lv) >= 2 for lv in node["levels"].values())
+    return any(is_present(lv) for lv in node["levels"].values())
 
 
 def _bradley_terry(wins: Mapping[tuple[str, str], float], names: Sequence[str], *, ridge: float = BT_RIDGE, iters: int = 500) -> dict[str, float]:
@@ -185,6 +191,24 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
     for r in range(n - 1, -1, -1):
         x[r] = (m[r][n] - sum(m[r][k] * x[k] for k in range(r + 1, n))) / m[r][r]
     return x
+
+
+def read_records(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and the per-image records of an exploration records file (``.jsonl`` or ``.jsonl.gz``)."""
+    import gzip
+
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as fh:
+        lines = [json.loads(line) for line in fh if line.strip()]
+    if not lines or "header" not in lines[0]:
+        raise ValueError(f"{p} is not an exploration records file (no header line); `agentir explore` writes one")
+    return lines[0]["header"], lines[1:]
+
+
+def knowledge_text(knowledge: Mapping[str, Any]) -> str:
+    """The knowledge object as the file ``agentir explore`` writes (stable bytes)."""
+    return json.dumps(knowledge, indent=1, allow_nan=False) + "\n"
 
 
 def distil(records: Iterable[Mapping[str, Any]], config: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -62,12 +62,13 @@ class JobOptions:
             at least each subtask's cheapest tool and unmeasured plug-ins).
     """
 
-    max_tool_calls: int = 32
-    max_rollbacks: int = 8
-    max_seconds: float = 300.0
-    wave: int = 1
-    rollback: bool = True
-    keep_improved: bool = True
+    # The search's limits take Budget's defaults: one place for each number.
+    max_tool_calls: int = Budget.max_tool_calls
+    max_rollbacks: int = Budget.max_rollbacks
+    max_seconds: float = Budget.max_seconds
+    wave: int = Budget.wave
+    rollback: bool = Budget.rollback
+    keep_improved: bool = Budget.keep_improved
     reflection: str = "first-success"
     subtasks: tuple[str, ...] | None = None
     tools: Mapping[str, tuple[str, ...]] | None = field(default=None, hash=False)

@@ -49,7 +49,7 @@ class Budget:
     that did not help at all roll back (the paper rolls back on any failure: ``False``).
 
     Built from a job's options by :meth:`agent_policies.options.JobOptions.budget`, which also
-    validates them; the defaults here are the job defaults (a test keeps the two equal).
+    validates them; the defaults here are the job defaults (``JobOptions`` takes them from here).
     """
 
     max_tool_calls: int = 32

@@ -273,7 +273,7 @@ def main_explore(argv: Sequence[str]) -> int:
         _err("error: --per-combo and --workers must be at least 1")
         return EXIT_USAGE
     _register_tools()
-    from agent_policies.knowledge import distil
+    from agent_policies.knowledge import distil, knowledge_text
     from agentir.imageio import write_text_atomic
     from toolbox.base import tools_for
     from toolbox.vocab import DEGRADATIONS
@@ -332,7 +332,7 @@ def main_explore(argv: Sequence[str]) -> int:
         "perception": "analytic",
     }
     knowledge = distil([done[j["id"]] for j in jobs], config)
-    write_text_atomic(args.out, json.dumps(knowledge, indent=1, allow_nan=False) + "\n")
+    write_text_atomic(args.out, knowledge_text(knowledge))
     _err(
         f"explored {len(jobs)} images in {time.perf_counter() - t0:.0f} s; wrote {args.out} ({len(knowledge['pairs'])} pairs, {sum(len(v) for v in knowledge['tools'].values())} tool tables)"
     )

@@ -3,7 +3,8 @@
 Usage: python scripts/reflection_on_exploration.py RECORDS.jsonl
 
 The records (``agentir explore`` writes them next to the knowledge file, e.g.
-``agent_policies/knowledge.json.records.jsonl``) hold every order and every tool output of each
+``agent_policies/knowledge.json.records.jsonl``; the records of the shipped knowledge ship as
+``agent_policies/knowledge.records.jsonl.gz``) hold every order and every tool output of each
 explored image, perceived and scored against its reference, so choices can be compared without
 running a tool. Two-fold cross-validation keeps it honest: the records are split in two by id;
 knowledge distilled from one half decides (order, tool ranking) on the other half, and the
@@ -21,13 +22,11 @@ average) and the best and worst order per image.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from agent_policies.knowledge import Knowledge, distil
+from agent_policies.knowledge import Knowledge, distil, read_records
 from toolbox.vocab import DEGRADATIONS, level_index
 
 RULES = ("first", "threshold", "first-success", "oracle")
@@ -66,8 +65,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    lines = Path(argv[0]).read_text(encoding="utf-8").splitlines()[1:]  # line 1 is the header
-    records = sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["id"])
+    _header, records = read_records(argv[0])  # .jsonl or the shipped .jsonl.gz
+    records.sort(key=lambda r: r["id"])
     folds = [records[0::2], records[1::2]]
     knowledge = [Knowledge.from_json(distil(folds[1])), Knowledge.from_json(distil(folds[0]))]
     print(f"{len(records)} explored images, 2-fold cross-validated knowledge")

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 
 from agentir.bench.runner import BenchError, BenchItemError, _safe_path, item_id, open_benchmark
-from toolbox.vocab import DEGRADATIONS, LEVELS
+from toolbox.vocab import DEGRADATIONS, LEVELS, PRESENT_AT, level_index
 
 __all__ = [
     "build_parser",
@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-PRESENT = 2  # level index of "medium"
+PRESENT = level_index(PRESENT_AT)  # level index from which a degradation counts as present ("medium")
 DEFAULT_CLEAN_ROOT = "/work/shared/data/clean"
 SPEED_SIZES = (512, 1024)
 

@@ -5,14 +5,12 @@ How calls are batched, tiled and isolated is tested on the scheduler alone in te
 
 from __future__ import annotations
 
-import threading
 from contextlib import asynccontextmanager
-from typing import ClassVar
 
 import anyio
 import numpy as np
 import pytest
-import torch
+from actor_helpers import BlackFails, Gate, registered_tools
 
 from actors.executor import Executor
 from actors.scheduler import DEFAULT_BATCH_WINDOW, DEFAULT_MAX_BATCH, DEFAULT_TILE, BatchScheduler, BatchStats
@@ -20,52 +18,14 @@ from agentir.pipeline import RestoreError, Restorer
 from bus.blobs import MemoryBlobStore
 from bus.memory import InMemoryBus
 from bus.messages import Candidate, ExecuteStep, JobCancel, JobFailed, StepExecuted, Subjects
-from toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
-
-
-class BlackFails:
-    """Inverts the image; fails on any image (or tile) that is entirely black, to model bad input."""
-
-    name = "test_black_fails"
-    degradation = "noise"
-    scale = 1
-    device = "cpu"
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        if any(float(b.max()) == 0.0 for b in batch):
-            raise ToolError(self.name, "cannot restore an all-black image")
-        return 1.0 - batch
-
-
-class Gate:
-    """Blocks every call until ``release`` is set; ``entered`` is set when a call is waiting."""
-
-    name = "test_gate"
-    degradation = "noise"
-    scale = 1
-    device = "cpu"
-    entered = threading.Event()
-    release = threading.Event()
-    seen: ClassVar[list[list[int]]] = []
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        Gate.seen.append([round(float(b.mean()) * 255) for b in batch])
-        Gate.entered.set()
-        if not Gate.release.wait(20):
-            raise ToolError(self.name, "gate never opened")
-        return batch.clone()
+from toolbox.base import unregister_tool
 
 
 @pytest.fixture
 def tools():
     """Registers the test tools for one test and removes them again."""
-    Gate.entered, Gate.release, Gate.seen = threading.Event(), threading.Event(), []
-    for cls in (BlackFails, Gate):
-        register_tool(ToolInfo(name=cls.name, degradation="noise", kind="learned", description="test tool"), cls)
-    yield
-    Gate.release.set()
-    for cls in (BlackFails, Gate):
-        unregister_tool(cls.name)
+    with registered_tools(BlackFails, Gate):
+        yield
 
 
 class Observed(Executor):

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 import pytest
+from actor_helpers import Inbox
 
 from actors.perceiver import Perceiver
 from agent_policies.perception import Perception
-from bus.base import Delivery
 from bus.blobs import MemoryBlobStore
 from bus.errors import RemoteError
 from bus.memory import InMemoryBus
@@ -54,17 +54,6 @@ class FakePerception:
 
     def rate(self, images, degradation):
         return [(self.levels[degradation], self.scores[degradation]) for _ in images]
-
-
-class Inbox:
-    """One subscription read message by message, each wait bounded by ``fail_after``."""
-
-    def __init__(self, sub) -> None:
-        self._it = aiter(sub)
-
-    async def next(self, timeout: float = 5.0) -> Delivery:
-        with anyio.fail_after(timeout):
-            return await anext(self._it)
 
 
 @dataclass

@@ -8,12 +8,13 @@ by the job's ``tools`` option (built-in names); none of them runs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
+from actor_helpers import Inbox
 
 import toolbox.tools  # noqa: F401 - registers the built-in tools the jobs name (options may be checked against them)
 from actors.planner import Planner
@@ -21,34 +22,12 @@ from bus.base import Delivery
 from bus.blobs import BlobRef, MemoryBlobStore
 from bus.memory import InMemoryBus
 from bus.messages import Candidate, ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
-from bus.schema import Message
 from toolbox.vocab import DEGRADATIONS, LEVELS
 
 #: The paper's search: threshold reflection, every failure rolled back.
 STRICT = {"reflection": "threshold", "keep_improved": False}
 #: Known tool names per subtask (the job's ``tools`` option).
 TOOLS = {"noise": ["dct_denoise"], "haze": ["dcp_dehaze"]}
-
-
-class Inbox:
-    """One subscription read message by message, each wait bounded by ``fail_after``."""
-
-    def __init__(self, sub) -> None:
-        self._it = aiter(sub)
-
-    async def next(self, timeout: float = 5.0) -> Delivery:
-        with anyio.fail_after(timeout):
-            return await anext(self._it)
-
-    async def until(self, pred: Callable[[Message], bool], timeout: float = 5.0) -> tuple[Delivery, list[Message]]:
-        """The first delivery whose message matches ``pred``, and every message read before it."""
-        skipped: list[Message] = []
-        with anyio.fail_after(timeout):
-            while True:
-                delivery = await anext(self._it)
-                if pred(delivery.message):
-                    return delivery, skipped
-                skipped.append(delivery.message)
 
 
 @dataclass

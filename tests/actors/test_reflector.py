@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from actor_helpers import Inbox
 
 from actors.reflector import Reflector
 from agent_policies.perception import AnalyticPerception, Perception
@@ -51,17 +52,6 @@ class FakePerception:
                 raise ValueError("cannot rate this image")
             out.append(RATINGS[value])
         return out
-
-
-class Inbox:
-    """One subscription read message by message, each wait bounded by ``fail_after``."""
-
-    def __init__(self, sub) -> None:
-        self._it = aiter(sub)
-
-    async def next(self, timeout: float = 5.0) -> Delivery:
-        with anyio.fail_after(timeout):
-            return await anext(self._it)
 
 
 @dataclass

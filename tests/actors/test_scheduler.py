@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import numpy as np
 import pytest
 import torch
+from actor_helpers import BlackFails, Gate, registered_tools
 
 from actors.scheduler import (
     DEFAULT_BATCH_WINDOW,
@@ -28,7 +28,7 @@ from actors.scheduler import (
     tool_device,
 )
 from kernels.tiles import tile_starts
-from toolbox.base import TOOLS, ToolError, ToolInfo, register_tool, unregister_tool
+from toolbox.base import TOOLS, ToolInfo, register_tool, unregister_tool
 from toolbox.metrics import psnr
 
 
@@ -53,41 +53,6 @@ class SeededConv:
         return (batch + 0.2 * x).clamp(0.0, 1.0)
 
 
-class BlackFails:
-    """Inverts the image; fails on any image (or tile) that is entirely black, to model bad input."""
-
-    name = "test_black_fails"
-    degradation = "noise"
-    scale = 1
-    device = "cpu"
-    batches: ClassVar[list[list[float]]] = []
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        BlackFails.batches.append([float(b.mean()) for b in batch])
-        if any(float(b.max()) == 0.0 for b in batch):
-            raise ToolError(self.name, "cannot restore an all-black image")
-        return 1.0 - batch
-
-
-class Gate:
-    """Blocks every call until ``release`` is set; ``entered`` is set when a call is waiting."""
-
-    name = "test_gate"
-    degradation = "noise"
-    scale = 1
-    device = "cpu"
-    entered = threading.Event()
-    release = threading.Event()
-    seen: ClassVar[list[list[int]]] = []
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        Gate.seen.append([round(float(b.mean()) * 255) for b in batch])
-        Gate.entered.set()
-        if not Gate.release.wait(20):
-            raise ToolError(self.name, "gate never opened")
-        return batch.clone()
-
-
 class WrongShape:
     """Returns a tensor of the wrong size: the scheduler must refuse it, not pass it on."""
 
@@ -106,13 +71,8 @@ TEST_TOOLS = (SeededConv, BlackFails, Gate, WrongShape)
 @pytest.fixture
 def tools():
     """Registers the test tools for one test and removes them again."""
-    Gate.entered, Gate.release, Gate.seen, BlackFails.batches = threading.Event(), threading.Event(), [], []
-    for cls in TEST_TOOLS:
-        register_tool(ToolInfo(name=cls.name, degradation="noise", kind="learned", description="test tool"), cls)
-    yield
-    Gate.release.set()
-    for cls in TEST_TOOLS:
-        unregister_tool(cls.name)
+    with registered_tools(*TEST_TOOLS):
+        yield
 
 
 class Queued:

@@ -135,3 +135,14 @@ def test_a_levels_few_calls_lean_on_the_tools_numbers_over_all_levels() -> None:
     assert few.success_rate > 0.7 and many.success_rate < 0.2
     # a level never seen: the pooled numbers as they are
     assert with_medium(2).tool_stats("rain", "low")["t1"].mean_gain_db == pytest.approx(pooled(2))
+
+
+def test_the_shipped_records_distil_to_the_shipped_knowledge_byte_for_byte():
+    """agent_policies/knowledge.json is what distil() makes of the shipped exploration records (CI checks it; the slow test re-explores)."""
+    from agent_policies.knowledge import SHIPPED_RECORDS, knowledge_text, read_records
+
+    header, records = read_records(SHIPPED_RECORDS)
+    shipped = DEFAULT_KNOWLEDGE.read_text(encoding="utf-8")
+    config = json.loads(shipped)["config"]
+    assert header["tools"] == config["tools"] and sorted(header["images"]) == sorted(r["source"] for r in records)
+    assert knowledge_text(distil(records, config)) == shipped

@@ -9,8 +9,19 @@
 ``agentir train perception``          refit the perception calibration reproducibly
 ``agentir tools``                     list the registered tools and policies
 
-Exit codes: 0 all inputs done, 1 some input failed (each failure is one line on stderr),
-2 usage error. User errors never print a traceback.
+Exit codes: 0 all inputs done, 1 some input failed or the output folder cannot be written
+(each failure is one line on stderr), 2 usage error. User errors never print a traceback.
+
+Log level: ``--log-level`` if given, else ``-q`` (error) or ``-v`` (info) where the command has
+them, else ``$AGENTIR_LOG_LEVEL`` (default warning). ``restore -q`` prints nothing on success;
+errors still print their line.
+
+``restore`` details: an output folder inside an input folder is skipped when that input is
+searched, so a second run does not restore the first run's outputs. Inputs whose outputs would
+collide (``photo.png`` and ``photo.tiff`` both give ``photo.png``) are all restored: the first
+keeps ``photo.png``, each other one is named after its whole source name, ``photo.tiff.png``
+(``photo.tiff-2.png`` ... if taken), with a ``note:`` line saying so. The output folder is
+created and test-written before any image is restored.
 """
 
 from __future__ import annotations
@@ -59,18 +70,39 @@ async def _restore_all(args: argparse.Namespace) -> int:
     import anyio
     from tqdm import tqdm
 
-    from agentir.imageio import ImageInputError, collect_inputs, load_image, output_paths, save_png_atomic, write_text_atomic
+    from agentir.imageio import (
+        ImageInputError,
+        collect_inputs,
+        load_image,
+        output_paths,
+        prepare_output_folder,
+        resolve_collisions,
+        save_png_atomic,
+        write_text_atomic,
+    )
     from agentir.pipeline import RestoreError, Restorer
 
     failed = 0
-    items: list[tuple[Path, Path]] = []
+    out_dir = Path(args.output)
+    found: list[tuple[Path, Path]] = []
     for raw in args.inputs:
         try:
-            items.extend(collect_inputs([raw]))
+            # The output folder is skipped below inputs: a rerun must not restore its own outputs.
+            found.extend(collect_inputs([raw], exclude=[out_dir], rename_collisions=True))
         except ImageInputError as exc:
             _err(f"error: {exc}")
             failed += 1
-    out_dir = Path(args.output)
+    items = resolve_collisions(found)  # across inputs too: one output per input
+    if not args.quiet:
+        for path, rel in items:
+            if rel.name != path.name:
+                taken = rel.parent / Path(path.name).with_suffix(".png")
+                _err(f"note: {path} is restored as {rel.as_posix()}: {taken.as_posix()} is another input's output")
+    try:
+        prepare_output_folder(out_dir)  # before any work: an unusable -o is found now, not after
+    except OSError as exc:
+        _err(f"error: cannot write to {out_dir} ({exc.strerror or exc}); choose another -o")
+        return EXIT_FAILED
     options: dict[str, Any] = {}
     if args.max_tool_calls is not None:
         options["max_tool_calls"] = args.max_tool_calls
@@ -135,7 +167,7 @@ def cmd_perceive(args: argparse.Namespace) -> int:
     failed = 0
     for raw in args.inputs:
         try:
-            items = collect_inputs([raw])
+            items = collect_inputs([raw], rename_collisions=True)  # nothing is written: no name may stop a folder
         except ImageInputError as exc:
             _err(f"error: {exc}")
             failed += 1
@@ -220,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="agentir", description="Offline agentic image restoration (perceive, plan, execute, reflect, roll back).")
     parser.add_argument("--version", action="version", version=f"agentir {__version__}")
-    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default warning ($AGENTIR_LOG_LEVEL)")
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default warning ($AGENTIR_LOG_LEVEL); wins over a command's -q/-v")
     parser.add_argument("--log-json", action="store_true", help="structured JSON logs on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -241,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reflection", action="store_true", help="ablation: take each first tool output unjudged")
     p.add_argument("-j", "--jobs", type=int, default=2, help="images restored concurrently (default 2)")
     p.add_argument("--plugins", metavar="FILE", default=None, help="TOML file of user models to register as tools (also $AGENTIR_PLUGINS)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-image lines or progress bar")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no per-image lines, progress bar or warnings)")
+    talk.add_argument("-v", "--verbose", action="store_true", help="info logs too (what each actor does)")
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("perceive", help="rate the eight degradations of images")
@@ -260,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split", default="all", choices=["all", "train", "held-out"], help="all images, or the first (train) or second (held-out) half by name (default all)"
     )
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
     p.set_defaults(func=cmd_degrade)
 
     p = sub.add_parser("tools", help="list tools and policies")
@@ -315,6 +349,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return main_bench(list(args.bench_argv))
 
 
+def _log_level(args: argparse.Namespace) -> str:
+    """--log-level if given, else -q (error) / -v (info) of the command, else the settings' level."""
+    if args.log_level:
+        return str(args.log_level)
+    if getattr(args, "quiet", False):
+        return "error"
+    if getattr(args, "verbose", False):
+        return "info"
+    return str(args.settings.log_level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -335,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
-    configure_logging(args.log_level or args.settings.log_level, json_logs=args.log_json)
+    configure_logging(_log_level(args), json_logs=args.log_json)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -38,10 +38,12 @@ files are refused. This module imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,6 +63,8 @@ __all__ = [
     "encode_png",
     "load_image",
     "output_paths",
+    "prepare_output_folder",
+    "resolve_collisions",
     "save_png_atomic",
     "write_bytes_atomic",
     "write_text_atomic",
@@ -390,7 +394,12 @@ def save_png_atomic(path: str | os.PathLike[str], img: np.ndarray) -> None:
 # --------------------------------------------------------------------------- discovery
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+    rename_collisions: bool = False,
+) -> list[tuple[Path, Path]]:
     """Expand files and folders into ``(image file, relative output path)`` pairs.
 
     * A file gives ``(file, Path(file.name))``; its suffix must be in
@@ -398,27 +407,32 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path,
     * A folder gives every supported image below it, recursively, sorted by relative path,
       each relative to that folder. Hidden files and everything in hidden folders (names
       starting with ``.``) are skipped; symbolic links to folders are not followed.
+    * Folders in ``exclude`` (typically the output folder) are skipped when met below an input
+      folder, so restoring ``photos`` into ``photos/restored`` never reads back its own outputs;
+      each skip is logged once at info level. An excluded folder named as an input itself, and
+      files named directly, are still used.
     * The same file reached twice with the same relative path is listed once.
 
     Two different files whose outputs would collide (same relative path once the suffix is
     dropped, compared case-insensitively, e.g. ``a/x.png`` and ``b/x.jpg``, or ``x.jpg`` and
-    ``x.png`` in one folder) raise :class:`ImageInputError` rather than being renamed, so
-    outputs always mirror their inputs' names.
+    ``x.png`` in one folder) raise :class:`ImageInputError` by default. With
+    ``rename_collisions`` they are all kept, named as :func:`resolve_collisions` says.
 
     Raises:
         ImageInputError: an input does not exist, is a file of an unsupported type, is a
-            folder without images, or two inputs collide; also for an empty ``inputs``.
+            folder without images, or two inputs collide (unless ``rename_collisions``); also
+            for an empty ``inputs``.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if len(inputs) == 0:
         raise ImageInputError("<inputs>", "no input files or folders given", "name at least one")
+    skip = _folder_ids(exclude)
     found: list[tuple[Path, Path]] = []
-    seen: dict[str, tuple[Path, Path]] = {}
     for raw in inputs:
         root = Path(raw)
         if root.is_dir():
-            pairs = _scan_folder(root)
+            pairs = _scan_folder(root, skip)
             if not pairs:
                 raise ImageInputError(
                     root,
@@ -437,26 +451,85 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path,
             raise ImageInputError(root, "not a regular file or folder", "pass an image file or a folder")
         else:
             raise ImageInputError(root, "no such file or folder", "check the path")
-        for file, rel in pairs:
-            key = rel.with_suffix("").as_posix().casefold()
-            previous = seen.get(key)
-            if previous is not None:
-                if _same_file(previous[0], file) and previous[1] == rel:
-                    continue
-                raise ImageInputError(
-                    file,
-                    f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the output of {str(previous[0])!r}",
-                    "rename one of them or restore them in separate runs",
-                )
-            seen[key] = (file, rel)
-            found.append((file, rel))
+        found.extend(pairs)
+    return resolve_collisions(found) if rename_collisions else _refuse_collisions(found)
+
+
+def resolve_collisions(pairs: Iterable[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Give every ``(file, rel)`` pair its own output, keeping the order; duplicates are dropped.
+
+    Outputs collide when the relative paths are equal once the suffix is dropped, compared
+    case-insensitively (``photo.png`` and ``photo.tiff`` both become ``photo.png``). The first
+    pair keeps its ``rel``; each later one is renamed after its whole source name, in the same
+    folder: ``rel`` becomes ``photo.tiff.png`` (so :func:`output_paths` writes
+    ``photo.tiff.png`` and ``photo.tiff.trace.json``), or ``photo.tiff-2.png``, ``-3`` ...
+    when that is taken too. A renamed pair is the one whose ``rel.name`` differs from its
+    file's name. The same file met twice with the same ``rel`` is listed once.
+    """
+    out: list[tuple[Path, Path]] = []
+    seen: dict[str, tuple[Path, Path]] = {}
+    for file, rel in pairs:
+        key = _output_key(rel)
+        previous = seen.get(key)
+        if previous is not None:
+            if previous[1] == rel and _same_file(previous[0], file):
+                continue
+            n = 1
+            while True:
+                name = f"{file.name}.png" if n == 1 else f"{file.name}-{n}.png"
+                candidate = rel.with_name(name)
+                key = _output_key(candidate)
+                if key not in seen:
+                    break
+                n += 1
+            log.info("imageio.output_renamed", input=str(file), output=candidate.as_posix(), taken_by=str(previous[0]))
+            rel = candidate
+        seen[key] = (file, rel)
+        out.append((file, rel))
+    return out
+
+
+def _refuse_collisions(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    found: list[tuple[Path, Path]] = []
+    seen: dict[str, tuple[Path, Path]] = {}
+    for file, rel in pairs:
+        key = _output_key(rel)
+        previous = seen.get(key)
+        if previous is not None:
+            if _same_file(previous[0], file) and previous[1] == rel:
+                continue
+            raise ImageInputError(
+                file,
+                f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the output of {str(previous[0])!r}",
+                "rename one of them or restore them in separate runs",
+            )
+        seen[key] = (file, rel)
+        found.append((file, rel))
     return found
 
 
-def _scan_folder(root: Path) -> list[tuple[Path, Path]]:
+def _output_key(rel: Path) -> str:
+    return rel.with_suffix("").as_posix().casefold()
+
+
+def _folder_ids(folders: Iterable[str | os.PathLike[str]]) -> dict[tuple[int, int], Path]:
+    ids: dict[tuple[int, int], Path] = {}
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:  # not there (yet): nothing to skip
+            continue
+        ids[(st.st_dev, st.st_ino)] = Path(folder)
+    return ids
+
+
+def _scan_folder(root: Path, skip: dict[tuple[int, int], Path] | None = None) -> list[tuple[Path, Path]]:
     pairs: list[tuple[Path, Path]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = sorted(d for d in dirnames if not d.startswith("."))
+        if skip:
+            kept = [d for d in kept if not _skipped(Path(dirpath) / d, skip, root)]
+        dirnames[:] = kept
         for fname in filenames:
             if fname.startswith(".") or Path(fname).suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
@@ -467,6 +540,18 @@ def _scan_folder(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _skipped(folder: Path, skip: dict[tuple[int, int], Path], root: Path) -> bool:
+    try:
+        st = os.stat(folder, follow_symlinks=False)
+    except OSError:
+        return False
+    excluded = skip.get((st.st_dev, st.st_ino))
+    if excluded is None:
+        return False
+    log.info("imageio.output_folder_skipped", folder=str(folder), input=str(root), reason=f"it is the output folder {str(excluded)!r}")
+    return True
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -474,10 +559,35 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def prepare_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (and its parents) and prove it can be written: a probe file is created
+    there and removed. Returns it as a :class:`~pathlib.Path`.
+
+    For the start of a batch, so that an unusable output folder is found before any work is
+    done rather than after it.
+
+    Raises:
+        OSError: the folder cannot be created, or a file cannot be created in it (a path
+            through a regular file, a read-only folder or file system, no permission, a full disk).
+    """
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".agentir-probe-", suffix=".tmp")
+    try:
+        os.write(fd, b"probe")
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)
+    return path
+
+
 def output_paths(out_dir: str | os.PathLike[str], rel: Path) -> tuple[Path, Path]:
     """Where the restored image and its trace go for an input's relative path.
 
-    ``output_paths("OUT", Path("a/b.jpg")) == (Path("OUT/a/b.png"), Path("OUT/a/b.trace.json"))``
+    ``output_paths("OUT", Path("a/b.jpg")) == (Path("OUT/a/b.png"), Path("OUT/a/b.trace.json"))``;
+    a pair renamed by :func:`resolve_collisions`, ``Path("a/b.tiff.png")``, gives ``OUT/a/b.tiff.png``
+    and ``OUT/a/b.tiff.trace.json``.
 
     Raises:
         ValueError: ``rel`` is absolute, empty, or climbs out of ``out_dir`` with ``..``.

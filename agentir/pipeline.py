@@ -25,6 +25,7 @@ import structlog
 from actors.supervisor import Supervisor, build_actors
 from agent_policies.options import JobOptions
 from agent_policies.registry import DEFAULT_PERCEPTION, DEFAULT_PLANNING, Policies
+from agentir.logs import ensure_logging
 from agentir.settings import Settings
 from bus.blobs import BlobStore, MemoryBlobStore
 from bus.memory import InMemoryBus
@@ -78,6 +79,11 @@ class Restorer:
             below the actors' mailbox sizes is what rules out deadlock in the actor cycle.
         job_timeout: seconds before a job is declared failed.
 
+    Logging: if the application has not configured structlog, constructing a Restorer points
+    agentir's logs at stderr, warnings and up (or at the application's stdlib ``logging``
+    handlers), never stdout: see :func:`agentir.logs.ensure_logging`. An application's own
+    ``structlog.configure`` wins, whether it runs before or after.
+
     Raises:
         OptionError: an option in ``options`` is unknown or has a bad value.
         UnknownNameError: no policy has that name (close matches listed).
@@ -97,6 +103,7 @@ class Restorer:
         executor_options: dict[str, Any] | None = None,
         plugins: str | os.PathLike[str] | None = None,
     ) -> None:
+        ensure_logging()  # structlog's unconfigured default prints to stdout
         self.settings = settings if settings is not None else Settings.from_env()
         # Tools first (built-in, the settings' plug-ins, then ``plugins``): a bad plug-in file
         # fails here, before any actor starts.

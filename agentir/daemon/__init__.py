@@ -84,17 +84,30 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     configure_logging(args.log_level, json_logs=not args.log_console)
-    from agentir.daemon.app import serve_forever
+    from agentir.daemon.app import ListenError, serve_forever
     from agentir.daemon.store import StoreError
 
     try:
         anyio.run(serve_forever, config, settings)
-    except KeyboardInterrupt:
-        return 130
-    except StoreError as exc:  # the data folder is held by another daemon, ...
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except OSError as exc:  # port in use, data folder not writable ...
-        print(f"error: cannot start the daemon ({exc}); check --host/--port and that --data is writable", file=sys.stderr, flush=True)
-        return 1
+    except BaseException as raised:
+        # Startup errors come out of task groups wrapped in (nested) exception groups: unwrap one.
+        error = _single(raised)
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        if isinstance(error, (ListenError, StoreError)):  # port in use; data folder held by another daemon ...
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
+        if isinstance(error, OSError):  # data folder not writable ...
+            print(f"error: cannot start the daemon ({error}); check --host/--port and that --data is writable", file=sys.stderr, flush=True)
+            return 1
+        raise
     return 0
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one member each, else ``exc`` itself."""
+    inner = getattr(exc, "exceptions", None)  # duck-typed: BaseExceptionGroup is not a builtin on 3.10
+    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], BaseException):
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc

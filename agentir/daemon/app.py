@@ -12,10 +12,17 @@ HTTP API (``docs/PROTOCOL.md`` has the full reference)::
 
 Every error is JSON ``{"error": "<one line that says what to do>"}`` with the status code of
 the table in ``docs/PROTOCOL.md``; 429 and 503 carry ``Retry-After``.
+
+Slow clients: a connection whose request headers are not complete ``header_timeout`` seconds
+after its first byte (or after it connected) gets a 408 and is closed
+(:class:`TimedRequestHandler`); an upload whose body takes longer than ``body_timeout`` gets a
+408 and the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import functools
 import hashlib
 import hmac
@@ -29,6 +36,11 @@ from typing import Any
 import anyio
 import structlog
 from aiohttp import BodyPartReader, web
+from aiohttp import __version__ as aiohttp_version
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+from aiohttp.web_server import Server
 
 from agentir.daemon.config import DaemonConfig
 from agentir.daemon.errors import ApiError
@@ -184,6 +196,8 @@ class Daemon:
             out["progress"] = {"stage": record.state}
         if record.state == DONE:
             out["result"] = f"/v1/jobs/{record.id}/result"
+        if record.extra.get("recorded") is False:
+            out["progress"]["detail"] = "not yet written to the job store (its disk is full); the daemon keeps retrying"
         return out
 
     async def refresh_gauges(self) -> None:
@@ -291,6 +305,26 @@ async def post_job(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit + (1 << 16):
         daemon.metrics.inc("agentir_jobs_rejected_total", reason="too_large")
         raise ApiError(413, f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes; downscale or recompress the image")
+    try:
+        with anyio.fail_after(daemon.config.body_timeout):
+            data, policy, options_text = await _read_job_body(request, daemon)
+    except TimeoutError:
+        daemon.metrics.inc("agentir_jobs_rejected_total", reason="body_timeout")
+        raise ApiError(
+            408, f"the request body did not arrive within body_timeout ({daemon.config.body_timeout:g} s); send it faster or raise body_timeout"
+        ) from None
+    options = _parse_options(options_text)
+    idem_key = request.headers.get("Idempotency-Key")
+    record, created = await daemon.accept(data, client=daemon.client_of(request), policy=policy, options=options, idem_key=idem_key)
+    headers = {"Location": f"/v1/jobs/{record.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response({"id": record.id, "state": record.state}, status=202, headers=headers)
+
+
+async def _read_job_body(request: web.Request, daemon: Daemon) -> tuple[bytes, str | None, str | None]:
+    """The image bytes, policy and options text of a POST /v1/jobs (raw body or multipart)."""
+    limit = daemon.config.max_body_bytes
     ctype = request.content_type
     policy: str | None = request.query.get("policy")
     options_text: str | None = request.query.get("options")
@@ -322,13 +356,7 @@ async def post_job(request: web.Request) -> web.Response:
         raise ApiError(
             415, f"Content-Type {ctype or '(none)'!r} is not accepted; send the image as the body with an image/* type, or as multipart/form-data field 'image'"
         )
-    options = _parse_options(options_text)
-    idem_key = request.headers.get("Idempotency-Key")
-    record, created = await daemon.accept(data, client=daemon.client_of(request), policy=policy, options=options, idem_key=idem_key)
-    headers = {"Location": f"/v1/jobs/{record.id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return web.json_response({"id": record.id, "state": record.state}, status=202, headers=headers)
+    return data, policy, options_text
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -383,13 +411,24 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _not_ready(reason: str, retry_after: int) -> web.Response:
+    reason = " ".join(reason.split())
+    body = {"ready": False, "reason": reason, "error": reason}  # "error": every non-2xx body has one
+    return web.json_response(body, status=503, headers={"Retry-After": str(int(retry_after))})
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 with a reason while POST /v1/jobs would be refused for a daemon-wide cause."""
     daemon: Daemon = request.app[DAEMON]
     if daemon.draining:
-        return _error_response(503, "the daemon is shutting down", retry_after=daemon.config.retry_after)
+        return _not_ready("the daemon is shutting down", daemon.config.retry_after)
     if not daemon.ready:
-        return _error_response(503, "the daemon is starting", retry_after=1)
-    return web.json_response({"status": "ready", "running": daemon.worker.running})
+        return _not_ready("the daemon is starting", 1)
+    full = await anyio.to_thread.run_sync(daemon.store.space_problem)
+    if full is not None:
+        why = f"data disk has {full.free} bytes free, below min_free_bytes {full.needed}; new jobs get 507 until space is freed"
+        return _not_ready(why, daemon.config.retry_after)
+    return web.json_response({"status": "ready", "ready": True, "running": daemon.worker.running})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -414,6 +453,127 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+# ----------------------------------------------------------------------------- slow clients
+class TimedRequestHandler(RequestHandler):
+    """aiohttp's connection handler plus a deadline for the request headers (aiohttp has none).
+
+    The deadline starts when the connection is made, and again with the first byte of each later
+    request; it ends when the headers are parsed. Past it, a connection that sent part of a request
+    gets a 408 and is closed; one that sent nothing is closed. Bodies are bounded by the route
+    (``body_timeout``); a 408 response always closes the connection. WebSockets are never timed.
+    """
+
+    #: aiohttp internals this handler reads; if an aiohttp release renames them, the deadline is
+    #: switched off (logged once) instead of breaking every connection.
+    _INTERNALS = ("_upgraded", "_payload_parser", "_request_in_progress", "_messages", "_request_count", "_force_close")
+    _warned = False
+
+    def __init__(self, manager: Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        if not all(hasattr(self, name) for name in self._INTERNALS):
+            if not TimedRequestHandler._warned:
+                TimedRequestHandler._warned = True
+                log.warning("daemon.header_timeout_unavailable", reason="this aiohttp version lacks the internals it needs", aiohttp=aiohttp_version)
+            header_timeout = 0.0  # 0 turns the deadline off (see _arm_header_deadline)
+        self._header_timeout = header_timeout
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = False  # bytes of a not yet complete request arrived
+        self._last_payload: Any = None  # the body stream of the last request handled
+
+    def _between_requests(self) -> bool:
+        return (
+            not self._upgraded
+            and self._payload_parser is None
+            and not self._request_in_progress
+            and not self._messages
+            and (self._last_payload is None or self._last_payload.is_eof())
+        )
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is None and self._header_timeout > 0:
+            self._header_deadline = self._loop.call_later(self._header_timeout, self._on_header_timeout)
+
+    def _disarm_header_deadline(self) -> None:
+        self._header_bytes = False
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timeout <= 0:
+            super().data_received(data)
+            return
+        if data and self._between_requests():
+            self._header_bytes = True
+            self._arm_header_deadline()
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:  # a request's headers are complete
+            self._disarm_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _on_header_timeout(self) -> None:
+        self._header_deadline = None
+        transport = self.transport
+        if transport is None or self._force_close or not self._between_requests():
+            return
+        peer = self.peername
+        if self._header_bytes:
+            message = f"the request headers did not arrive within header_timeout ({self._header_timeout:g} s); the connection is closed"
+            body = json.dumps({"error": message}).encode()
+            head = f"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            transport.write(head.encode("ascii") + body)  # flushed by the close below
+        log.info("http.header_timeout", peer=str(peer), partial=self._header_bytes, timeout=self._header_timeout)
+        self.force_close()
+
+    async def _handle_request(
+        self, request: BaseRequest, start_time: float | None, request_handler: Callable[[BaseRequest], Awaitable[StreamResponse]]
+    ) -> tuple[StreamResponse, bool]:
+        self._disarm_header_deadline()
+        self._last_payload = request.content
+        resp, reset = await super()._handle_request(request, start_time, request_handler)
+        if resp.status == 408:  # the body was too slow: do not wait for the rest of it
+            self.force_close()
+        return resp, reset
+
+
+class _TimedServer(Server):
+    def __call__(self) -> RequestHandler:
+        return TimedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _DaemonRunner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections are :class:`TimedRequestHandler`s."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()  # runs the app's startup hooks; kwargs reach __call__
+        server.__class__ = _TimedServer
+        return server
+
+
+class ListenError(Exception):
+    """The daemon cannot listen on its host and port (in use, not permitted, no such address)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        self.host, self.port, self.errno = host, port, exc.errno
+        if exc.errno == errno.EADDRINUSE:
+            why, hint = "address already in use", "choose another --port or stop the other process"
+        elif exc.errno == errno.EACCES:
+            why, hint = "permission denied", "choose a --port above 1023 or run with the needed privilege"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why, hint = "address not available on this machine", "check --host"
+        else:
+            why, hint = (exc.strerror or str(exc)).lower(), "check --host and --port"
+        super().__init__(f"cannot listen on {host}:{port} ({why}); {hint}")
 
 
 # ----------------------------------------------------------------------------- running
@@ -460,11 +620,14 @@ async def run_daemon(config: DaemonConfig, settings: Settings | None = None) -> 
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)
                 tg.start_soon(_retention, daemon)
-                runner = web.AppRunner(build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+                runner = _DaemonRunner(build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0, header_timeout=config.header_timeout)
                 await runner.setup()
                 try:
                     site = web.TCPSite(runner, config.host, config.port)
-                    await site.start()
+                    try:
+                        await site.start()
+                    except OSError as exc:
+                        raise ListenError(config.host, config.port, exc) from exc
                     server = getattr(site, "_server", None)
                     sockets = getattr(server, "sockets", None) or []
                     daemon.port = int(sockets[0].getsockname()[1]) if sockets else int(config.port)
@@ -500,4 +663,4 @@ async def serve_forever(config: DaemonConfig, settings: Settings | None = None) 
                 break
 
 
-__all__ = ["DAEMON", "ApiError", "Daemon", "build_app", "run_daemon", "serve_forever", "sniff_format", "validate_job"]
+__all__ = ["DAEMON", "ApiError", "Daemon", "ListenError", "TimedRequestHandler", "build_app", "run_daemon", "serve_forever", "sniff_format", "validate_job"]

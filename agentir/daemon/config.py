@@ -18,6 +18,8 @@ Example ``agentir.toml``::
     retention_seconds = 86400  # finished jobs (and their PNGs) are deleted after this
     freeze_experience = false  # true: plan from the knowledge and DATA/experience.json, never update it
     max_tool_cost = 5.0        # optional: jobs that do not set max_tool_cost skip tools slower than 5 s/MP
+    header_timeout = 10.0      # a request's headers must arrive within this (else 408, connection closed)
+    body_timeout = 120.0       # an upload's body must arrive within this (else 408, connection closed)
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class DaemonConfig:
     cleanup_interval: float = 300.0
     shutdown_grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM before re-queueing
     disk_backoff: float = 30.0  #: seconds without claiming jobs after the disk filled up while storing a result
+    #: seconds a connection has to send a request's complete headers (from connecting, or from the
+    #: request's first byte); past it the daemon answers 408 (nothing sent: no answer) and closes it
+    header_timeout: float = 10.0
+    #: seconds a POST /v1/jobs body (the upload) has to arrive in full; past it 408 and the connection is closed
+    body_timeout: float = 120.0
     retry_after: int = 5  #: seconds suggested in Retry-After on 429 / 503
     policy: str = "experience"  #: default planning policy
     #: the experience planner learns from every judged step into DATA/experience.json; true freezes it
@@ -80,7 +87,7 @@ class DaemonConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"setting {name!r} must be a positive integer, got {value!r}")
-        for name in ("job_timeout", "retention_seconds", "cleanup_interval", "shutdown_grace", "disk_backoff"):
+        for name in ("job_timeout", "retention_seconds", "cleanup_interval", "shutdown_grace", "disk_backoff", "header_timeout", "body_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"setting {name!r} must be a positive number of seconds, got {value!r}")

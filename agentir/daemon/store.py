@@ -21,6 +21,11 @@ Guarantees:
   daemon on the same folder fails with :class:`DataDirLocked` instead of re-queueing the first
   one's running jobs.
 * All SQLite work runs in one worker thread (never on the event loop), one call at a time.
+* **A failure the database cannot take yet is not lost.** :meth:`JobStore.fail_or_defer` keeps a
+  failure that cannot be written (the disk is full) in memory: every read (:meth:`JobStore.get`,
+  :meth:`JobStore.list_jobs`, :meth:`JobStore.counts`, the queue limits of :meth:`JobStore.submit`)
+  already shows the job ``failed`` (with ``"recorded": false``), and :meth:`JobStore.flush_pending`
+  writes it once the disk has room. A process that dies first re-queues the job at the next start.
 
 States: ``queued -> running -> done | failed | cancelled``; ``queued -> cancelled``;
 ``running -> queued`` (crash recovery, graceful shutdown, transient I/O errors).
@@ -252,6 +257,11 @@ def valid_id(job: str) -> bool:
     return bool(_ID.match(job))
 
 
+def free_space(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the disk holding ``path`` (the only place the store asks; tests replace ``shutil`` here)."""
+    return int(shutil.disk_usage(path).free)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the disk (or quota) is full: ENOSPC, EDQUOT or SQLite's "disk is full"."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -278,6 +288,8 @@ class JobStore:
         self.min_free_bytes = min_free_bytes
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        #: failures that could not be written yet: job -> (finished, error, trace); see fail_or_defer
+        self._pending: dict[str, tuple[float, str, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -300,6 +312,36 @@ class JobStore:
         if not valid_id(job):
             raise JobNotFound(job)
         return self.outbox / f"{job}.png"
+
+    def space_problem(self, extra: int = 0) -> DiskFull | None:
+        """A :class:`DiskFull` if the data disk has less than ``min_free_bytes + extra`` free, else None.
+
+        The one free-space check: :meth:`submit` raises it (507), ``/readyz`` reports it (503).
+        """
+        needed = self.min_free_bytes + extra
+        free = free_space(self.root)
+        return DiskFull(free, needed) if free < needed else None
+
+    @property
+    def pending_count(self) -> int:
+        """Failures held in memory because the database could not take them yet."""
+        return len(self._pending)
+
+    def _state_sql(self) -> tuple[str, list[Any]]:
+        """The SQL expression of a row's state as readers see it (pending failures count as failed)."""
+        if not self._pending:
+            return "state", []
+        ids = list(self._pending)
+        return f"(CASE WHEN id IN ({','.join('?' * len(ids))}) THEN '{FAILED}' ELSE state END)", ids
+
+    def _overlay(self, record: JobRecord) -> JobRecord:
+        pending = self._pending.get(record.id)
+        if pending is not None and record.state == RUNNING:
+            record.state = FAILED
+            record.finished, record.error = pending[0], pending[1]
+            record.trace = pending[2]
+            record.extra["recorded"] = False
+        return record
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> dict[str, int]:
@@ -354,6 +396,8 @@ class JobStore:
         def _close() -> None:
             with self._lock:
                 if self._db is not None:
+                    if self._pending and self._flush_pending(self._db):
+                        log.error("store.closed_with_unrecorded_failures", jobs=sorted(self._pending), hint="they are re-queued at the next start")
                     self._db.close()
                     self._db = None
                 if self._lock_fd is not None:
@@ -411,16 +455,17 @@ class JobStore:
                 if record.input_sha != input_sha or record.policy != policy or json.dumps(record.options, sort_keys=True) != options_json:
                     raise IdempotencyConflict(idem_key, record.id)
                 return record, False
-        active = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", ACTIVE).fetchone()[0]
+        state_sql, state_args = self._state_sql()
+        active = db.execute(f"SELECT COUNT(*) FROM jobs WHERE {state_sql} IN (?, ?)", (*state_args, *ACTIVE)).fetchone()[0]
         if active >= max_queue:
             raise QueueFull(active, max_queue, retry_after)
-        mine = db.execute("SELECT COUNT(*) FROM jobs WHERE client=? AND state IN (?, ?)", (client, *ACTIVE)).fetchone()[0]
+        mine = db.execute(f"SELECT COUNT(*) FROM jobs WHERE client=? AND {state_sql} IN (?, ?)", (client, *state_args, *ACTIVE)).fetchone()[0]
         if mine >= max_per_client:
             raise ClientLimit(client, mine, max_per_client, retry_after)
         needed = self.min_free_bytes + len(data)
-        free = shutil.disk_usage(self.root).free
-        if free < needed:
-            raise DiskFull(free, needed)
+        full = self.space_problem(len(data))
+        if full is not None:
+            raise full
         job = uuid.uuid4().hex
         path = self.inbox / job
         try:
@@ -434,7 +479,7 @@ class JobStore:
         except BaseException as exc:
             path.unlink(missing_ok=True)
             if is_disk_full(exc):
-                raise DiskFull(shutil.disk_usage(self.root).free, needed) from None
+                raise DiskFull(free_space(self.root), needed) from None
             raise
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job,)).fetchone()
         return _row(row), True
@@ -465,12 +510,20 @@ class JobStore:
         if state is None or state[0] != RUNNING:
             return False
         path = self.result_path(job)
-        write_bytes_atomic(path, png)  # before the row says done: "done" always has its file
-        with db:
-            changed = db.execute(
-                "UPDATE jobs SET state=?, finished=?, trace=?, error='' WHERE id=? AND state=?",
-                (DONE, time.time(), json.dumps(trace), job, RUNNING),
-            ).rowcount
+        try:
+            write_bytes_atomic(path, png)  # before the row says done: "done" always has its file
+            with db:
+                changed = db.execute(
+                    "UPDATE jobs SET state=?, finished=?, trace=?, error='' WHERE id=? AND state=?",
+                    (DONE, time.time(), json.dumps(trace), job, RUNNING),
+                ).rowcount
+        except BaseException:
+            # A result whose row does not say done is no result: remove it, and any temporary file
+            # a failed write left behind (the writer cleans up after itself; this is the backstop).
+            path.unlink(missing_ok=True)
+            for debris in self.outbox.glob(f".{path.name}.*"):
+                debris.unlink(missing_ok=True)
+            raise
         self.input_path(job).unlink(missing_ok=True)
         return changed == 1
 
@@ -478,15 +531,49 @@ class JobStore:
         """Mark a running ``job`` failed with a one-line ``error``."""
         return await self._run(self._fail, job, error, trace)
 
-    def _fail(self, db: sqlite3.Connection, job: str, error: str, trace: dict[str, Any] | None) -> bool:
+    def _fail(self, db: sqlite3.Connection, job: str, error: str, trace: dict[str, Any] | None, finished: float | None = None) -> bool:
         with db:
             changed = db.execute(
                 "UPDATE jobs SET state=?, finished=?, error=?, trace=? WHERE id=? AND state=?",
-                (FAILED, time.time(), " ".join(error.split()), json.dumps(trace) if trace else None, job, RUNNING),
+                (FAILED, time.time() if finished is None else finished, " ".join(error.split()), json.dumps(trace) if trace else None, job, RUNNING),
             ).rowcount
         if changed:
             self.input_path(job).unlink(missing_ok=True)
         return changed == 1
+
+    async def fail_or_defer(self, job: str, error: str, trace: dict[str, Any] | None = None) -> bool:
+        """Mark a running ``job`` failed like :meth:`fail`, even when the database cannot take it now.
+
+        If the write fails (disk full, ...), the failure is kept in memory: reads show the job
+        ``failed`` at once, and :meth:`flush_pending` records it later. Returns True if it was
+        written now, False if it is pending. Never raises for a write failure.
+        """
+        try:
+            return await self.fail(job, error, trace)
+        except Exception as exc:
+            log.error("store.fail_deferred", job=job, error=f"{type(exc).__name__}: {exc}")
+            await self._run(self._defer, job, error, trace)
+            return False
+
+    def _defer(self, db: sqlite3.Connection, job: str, error: str, trace: dict[str, Any] | None) -> None:
+        self._pending[job] = (time.time(), " ".join(error.split()), trace)
+
+    async def flush_pending(self) -> int:
+        """Write the failures :meth:`fail_or_defer` kept in memory; returns how many are still pending."""
+        if not self._pending:
+            return 0
+        return await self._run(self._flush_pending)
+
+    def _flush_pending(self, db: sqlite3.Connection) -> int:
+        for job, (finished, error, trace) in list(self._pending.items()):
+            try:
+                self._fail(db, job, error, trace, finished)  # also removes the input
+            except Exception as exc:
+                log.info("store.pending_not_recorded", job=job, left=len(self._pending), error=f"{type(exc).__name__}: {exc}")
+                break
+            del self._pending[job]
+            log.info("store.pending_recorded", job=job, state=FAILED)
+        return len(self._pending)
 
     async def requeue(self, job: str, *, count_attempt: bool = False) -> bool:
         """Put a running ``job`` back in the queue (shutdown, transient errors)."""
@@ -515,7 +602,7 @@ class JobStore:
             row = db.execute("SELECT state FROM jobs WHERE id=?", (job,)).fetchone()
             if row is None:
                 raise JobNotFound(job)
-            state = row[0]
+            state = FAILED if job in self._pending else row[0]
             if state in TERMINAL:
                 raise JobFinishedError(job, state)
             db.execute("UPDATE jobs SET state=?, finished=?, error=? WHERE id=?", (CANCELLED, time.time(), "cancelled by the client", job))
@@ -537,7 +624,7 @@ class JobStore:
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job,)).fetchone()
         if row is None:
             raise JobNotFound(job)
-        return _row(row)
+        return self._overlay(_row(row))
 
     async def list_jobs(self, *, limit: int = 50, before: int | None = None, state: str | None = None) -> list[JobRecord]:
         """Newest first; ``before`` is the ``seq`` cursor from the previous page."""
@@ -550,11 +637,12 @@ class JobStore:
             sql += " AND seq<?"
             args.append(before)
         if state is not None:
-            sql += " AND state=?"
-            args.append(state)
+            state_sql, state_args = self._state_sql()
+            sql += f" AND {state_sql}=?"
+            args.extend([*state_args, state])
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
-        return [_row(r) for r in db.execute(sql, args)]
+        return [self._overlay(_row(r)) for r in db.execute(sql, args)]
 
     async def counts(self) -> dict[str, int]:
         """Number of jobs per state (every state present, zeros included)."""
@@ -562,7 +650,8 @@ class JobStore:
 
     def _counts(self, db: sqlite3.Connection) -> dict[str, int]:
         out = dict.fromkeys(STATES, 0)
-        for state, n in db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        state_sql, state_args = self._state_sql()
+        for state, n in db.execute(f"SELECT {state_sql} AS s, COUNT(*) FROM jobs GROUP BY s", state_args):
             out[state] = n
         return out
 

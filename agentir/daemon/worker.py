@@ -10,6 +10,10 @@
   fails the job. A full disk while storing the result re-queues the job without counting an
   attempt and stops claiming for ``disk_backoff`` seconds (the job is kept, not failed). Another
   ``OSError`` re-queues it, up to ``max_attempts`` attempts, then fails it with that error.
+* The slot is always freed. When the store cannot even record the outcome (the database's disk is
+  full too), the job is failed with "no space left on the data disk ..." through
+  :meth:`~agentir.daemon.store.JobStore.fail_or_defer`: readers see it failed at once, and the
+  worker retries writing it with a backoff (doubling from 0.5 s up to ``disk_backoff``).
 * :meth:`Worker.drain` (graceful shutdown) stops claiming, lets running jobs finish for
   ``grace`` seconds and re-queues the rest, so a restart picks them up.
 """
@@ -33,6 +37,11 @@ from agentir.pipeline import RestoreError, Restorer
 from bus.messages import JobProgress
 
 log = structlog.get_logger(__name__)
+
+#: The error of a job whose outcome could not be stored because the data disk is full.
+DISK_FULL_ERROR = (
+    "no space left on the data disk while storing the job's outcome; the job was not completed: free space on the daemon's data disk and resubmit it"
+)
 
 
 @dataclass
@@ -93,6 +102,7 @@ class Worker:
         self._paused = False
         self._idle = anyio.Event()
         self._idle.set()
+        self._pending_wake = anyio.Event()  # set when the store holds failures it could not write
         self._tg: anyio.abc.TaskGroup | None = None
 
     # -- control -------------------------------------------------------------------------------
@@ -156,6 +166,8 @@ class Worker:
         """Claim and run jobs until cancelled or drained."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            recorder = anyio.CancelScope()
+            tg.start_soon(self._record_pending, recorder)
             task_status.started()
             while not self._draining:
                 await self._slots.acquire()
@@ -172,6 +184,26 @@ class Worker:
                 self._idle = anyio.Event()
                 self._scopes[job.id] = anyio.CancelScope()
                 tg.start_soon(self._run_job, job)
+            while self._scopes:  # drained: the jobs' outcomes are recorded before the recorder stops
+                await self._idle.wait()
+            recorder.cancel()  # the store's close makes a last attempt at what is still pending
+
+    async def _record_pending(self, scope: anyio.CancelScope) -> None:
+        """Retry writing the failures the store holds in memory, with a backoff, until none is left."""
+        with scope:
+            while True:
+                await self._pending_wake.wait()
+                self._pending_wake = anyio.Event()
+                delay = min(0.5, self.disk_backoff)
+                while self.store.pending_count:
+                    await anyio.sleep(delay)
+                    try:
+                        left = await self.store.flush_pending()
+                    except Exception as exc:  # the store is closed, ...
+                        log.error("worker.record_pending_failed", error=f"{type(exc).__name__}: {exc}")
+                        left = self.store.pending_count
+                    if left:
+                        delay = min(delay * 2, self.disk_backoff)
 
     async def drain(self, grace: float) -> int:
         """Stop claiming, give running jobs ``grace`` seconds, re-queue the rest; returns how many."""
@@ -264,19 +296,31 @@ class Worker:
     async def _on_error(self, job: JobRecord, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
         log.error("job.error", error=error, attempt=job.attempts)
+        disk_full = is_disk_full(exc)
+        if disk_full:
+            self._resume_at = time.monotonic() + self.disk_backoff
+            log.error("job.disk_full", backoff=self.disk_backoff)
+            message = DISK_FULL_ERROR
+        else:
+            message = f"internal error: {error}; the job was not completed, resubmit it"
         with anyio.CancelScope(shield=True):
             try:
-                if is_disk_full(exc):
+                if disk_full:
                     await self.store.requeue(job.id, count_attempt=False)
-                    self._resume_at = time.monotonic() + self.disk_backoff
-                    log.error("job.disk_full", backoff=self.disk_backoff)
                     return QUEUED
                 if isinstance(exc, OSError) and job.attempts < self.max_attempts:
                     await self.store.requeue(job.id, count_attempt=True)
                     return QUEUED
-                await self.store.fail(job.id, f"internal error: {error}; the job was not completed, resubmit it")
+                await self.store.fail(job.id, message)
             except Exception as inner:
-                log.error("job.error_unrecorded", error=f"{type(inner).__name__}: {inner}")
+                # Not even the outcome can be written (the database's disk is full too): fail the job
+                # in the store's memory now (readers see it) and record it once there is room.
+                log.error("job.error_unrecorded", error=f"{type(inner).__name__}: {inner}", disk_full=disk_full or is_disk_full(inner))
+                if is_disk_full(inner) and not disk_full:
+                    self._resume_at = time.monotonic() + self.disk_backoff
+                    message = DISK_FULL_ERROR
+                if not await self.store.fail_or_defer(job.id, message):
+                    self._pending_wake.set()
         return FAILED
 
     @staticmethod
@@ -293,4 +337,4 @@ class Worker:
             self.metrics.observe("agentir_perception_seconds", float(trace["perception_seconds"]))
 
 
-__all__ = ["JobEvent", "Progress", "Worker"]
+__all__ = ["DISK_FULL_ERROR", "JobEvent", "Progress", "Worker"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
+from structlog.testing import capture_logs
 
 from agentir import imageio
 from agentir.imageio import (
@@ -24,6 +25,8 @@ from agentir.imageio import (
     encode_png,
     load_image,
     output_paths,
+    prepare_output_folder,
+    resolve_collisions,
     save_png_atomic,
     write_text_atomic,
 )
@@ -526,6 +529,74 @@ def test_collect_inputs_keeps_input_order(tmp_path: Path) -> None:
     _write(tmp_path / "d" / "a.png", b"1")
     rels = [rel.as_posix() for _, rel in collect_inputs([z, tmp_path / "d"])]
     assert rels == ["z.png", "a.png", "b.png"]
+
+
+def test_collect_inputs_skips_the_output_folder_below_an_input(tmp_path: Path) -> None:
+    """An excluded folder (the output) inside an input folder is not searched, logged once at info."""
+    _write(tmp_path / "photos" / "a.png", b"1")
+    _write(tmp_path / "photos" / "restored" / "a.png", b"2")
+    _write(tmp_path / "photos" / "restored" / "deep" / "b.png", b"3")
+    _write(tmp_path / "photos" / "kept" / "c.png", b"4")
+    with capture_logs() as logs:
+        pairs = collect_inputs([tmp_path / "photos"], exclude=[tmp_path / "photos" / "." / "restored"])
+    assert [rel.as_posix() for _, rel in pairs] == ["a.png", "kept/c.png"]
+    skipped = [e for e in logs if e["event"] == "imageio.output_folder_skipped"]
+    assert len(skipped) == 1 and skipped[0]["log_level"] == "info" and skipped[0]["folder"].endswith("restored")
+    # Not yet created, or named as an input itself: nothing is skipped.
+    assert len(collect_inputs([tmp_path / "photos"], exclude=[tmp_path / "nowhere"])) == 4
+    assert len(collect_inputs([tmp_path / "photos" / "restored"], exclude=[tmp_path / "photos" / "restored"])) == 2
+
+
+def test_collect_inputs_can_rename_colliding_outputs(tmp_path: Path) -> None:
+    """With rename_collisions, photo.png and photo.tiff in one folder are both kept, the second as photo.tiff.png."""
+    png = _write(tmp_path / "in" / "photo.png", b"1")
+    tiff = _write(tmp_path / "in" / "photo.tiff", b"2")
+    pairs = collect_inputs([tmp_path / "in"], rename_collisions=True)
+    assert pairs == [(png, Path("photo.png")), (tiff, Path("photo.tiff.png"))]
+    assert output_paths("OUT", pairs[1][1]) == (Path("OUT/photo.tiff.png"), Path("OUT/photo.tiff.trace.json"))
+
+
+def test_resolve_collisions_numbers_names_that_are_taken_too(tmp_path: Path) -> None:
+    """Across folders, a renamed name already taken gets -2; a file met twice is listed once."""
+    a = _write(tmp_path / "a" / "x.png", b"1")
+    b = _write(tmp_path / "b" / "X.png", b"2")
+    c = _write(tmp_path / "c" / "x.png", b"3")
+    d = _write(tmp_path / "d" / "sub" / "x.jpg", b"4")
+    pairs = [(a, Path("x.png")), (b, Path("X.png")), (c, Path("x.png")), (a, Path("x.png")), (d, Path("sub/x.jpg"))]
+    assert resolve_collisions(pairs) == [
+        (a, Path("x.png")),
+        (b, Path("X.png.png")),
+        (c, Path("x.png-2.png")),
+        (d, Path("sub/x.jpg")),
+    ]
+
+
+def test_prepare_output_folder_creates_it_and_leaves_no_probe(tmp_path: Path) -> None:
+    """The output folder is created with its parents and proven writable; the probe file is gone."""
+    out = prepare_output_folder(tmp_path / "a" / "b")
+    assert out == tmp_path / "a" / "b" and out.is_dir() and _files_in(out) == []
+
+
+def test_prepare_output_folder_under_a_regular_file_fails(tmp_path: Path) -> None:
+    """A path through a regular file cannot be created (even as root): OSError, nothing made."""
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(OSError):
+        prepare_output_folder(tmp_path / "file.txt" / "out")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_prepare_output_folder_read_only_fails(tmp_path: Path) -> None:
+    """An existing folder without write permission is refused with OSError."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OSError):
+            prepare_output_folder(ro)
+        with pytest.raises(OSError):
+            prepare_output_folder(ro / "sub")
+    finally:
+        ro.chmod(0o700)
 
 
 def test_supported_suffixes_are_lowercase_with_dot() -> None:

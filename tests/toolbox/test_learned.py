@@ -67,13 +67,13 @@ def _restore(name: str, img: np.ndarray) -> np.ndarray:
 
 
 def test_core_tools_shipped_and_registered_after_classical() -> None:
-    """The shipped models are registered as learned, after every classical tool."""
-    order = list(TOOL_INFO)
-    last_classical = max(order.index(n) for n in toolbox.tools.CLASSICAL_TOOLS)
+    """The shipped models are registered as learned and listed after every classical tool of their degradation."""
     for name in CORE:
         assert weights_path(name).stat().st_size <= 5_000_000
         assert name in LEARNED_TOOLS and TOOL_INFO[name].kind == "learned"
-        assert order.index(name) > last_classical
+        listed = tools_for(TOOL_INFO[name].degradation, include_manual=True)
+        classical = [n for n in listed if n in toolbox.tools.CLASSICAL_TOOLS]
+        assert classical and listed.index(name) > max(listed.index(n) for n in classical)
     assert TOOL_INFO["cnn_sr"].scale == 4
     assert TOOL_INFO["allinone"].tags == ("manual", "allinone")
     assert "allinone" not in tools_for("noise") and "allinone" in tools_for("noise", include_manual=True)

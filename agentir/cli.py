@@ -22,6 +22,19 @@ collide (``photo.png`` and ``photo.tiff`` both give ``photo.png``) are all resto
 keeps ``photo.png``, each other one is named after its whole source name, ``photo.tiff.png``
 (``photo.tiff-2.png`` ... if taken), with a ``note:`` line saying so. The output folder is
 created and test-written before any image is restored.
+
+``restore`` output fidelity: ``--format png|jpeg|webp|tiff`` (suffix ``.png``, ``.jpg``,
+``.webp``, ``.tif``; the collision renaming above holds with any of them: ``photo.tiff.jpg``),
+``--quality 1..100`` for jpeg (default 92) and webp (default 90), refused with a usage error
+for png and tiff (lossless: there is nothing to choose). The input's ICC profile and EXIF are
+embedded in the output (EXIF Orientation set to 1: the pixels are written upright). A
+greyscale input gives a greyscale output (BT.601 luma of the restored RGB; WebP has no
+greyscale mode and stays RGB). ``--depth auto`` (default) writes 16-bit PNG/TIFF for a 16-bit
+input, ``--depth 8``/``16`` force it (16 needs png or tiff); the restoration itself works on
+8 bits, so a 16-bit output is the 8-bit result scaled x257 and carries 8 bits of precision.
+The trace
+records ``input_mode``, ``output_mode``, ``output_format``, ``output_bits`` and which metadata
+was carried (``icc_profile``, ``exif``).
 """
 
 from __future__ import annotations
@@ -55,6 +68,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_FORMATS = ("png", "jpeg", "webp", "tiff")
+_LOSSY_DEFAULT_QUALITY = {"jpeg": 92, "webp": 90}  # mirrors agentir.imageio.DEFAULT_QUALITY (not imported: keeps --help light)
+
+
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (1..100)") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1..100, got {value}")
+    return value
+
+
+def _check_restore_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors between restore options (argparse's one error line, exit 2)."""
+    if args.quality is not None and args.format not in _LOSSY_DEFAULT_QUALITY:
+        parser.error(f"--quality applies to --format jpeg or webp only; {args.format} is lossless")
+    if args.depth == "16" and args.format not in ("png", "tiff"):
+        parser.error(f"--depth 16 needs --format png or tiff; {args.format} stores 8 bits")
+
+
 def _summary(rel: Path, trace: dict[str, Any]) -> str:
     found = [f"{d}={lv}" for d, lv in trace.get("perception", {}).items() if is_present(lv)]
     plan = " > ".join(trace.get("plan", [])) or "-"
@@ -71,13 +106,19 @@ async def _restore_all(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from agentir.imageio import (
+        OUTPUT_FORMATS,
         ImageInputError,
+        ImageMeta,
         collect_inputs,
-        load_image,
+        encode_image,
+        load_image_with_meta,
+        metadata_written,
+        output_layout,
+        output_mode,
         output_paths,
         prepare_output_folder,
         resolve_collisions,
-        save_png_atomic,
+        write_bytes_atomic,
         write_text_atomic,
     )
     from agentir.pipeline import RestoreError, Restorer
@@ -93,11 +134,15 @@ async def _restore_all(args: argparse.Namespace) -> int:
             _err(f"error: {exc}")
             failed += 1
     items = resolve_collisions(found)  # across inputs too: one output per input
+    fmt = getattr(args, "format", "png")
+    suffix = OUTPUT_FORMATS[fmt]
+    quality = getattr(args, "quality", None)
+    depth = getattr(args, "depth", "auto")
     if not args.quiet:
         for path, rel in items:
             if rel.name != path.name:
-                taken = rel.parent / Path(path.name).with_suffix(".png")
-                _err(f"note: {path} is restored as {rel.as_posix()}: {taken.as_posix()} is another input's output")
+                taken = rel.parent / Path(path.name).with_suffix(suffix)
+                _err(f"note: {path} is restored as {rel.with_suffix(suffix).as_posix()}: {taken.as_posix()} is another input's output")
     try:
         prepare_output_folder(out_dir)  # before any work: an unusable -o is found now, not after
     except OSError as exc:
@@ -116,21 +161,42 @@ async def _restore_all(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(items), unit="img", disable=len(items) < 2 or args.quiet or not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True)
     restored = 0
 
+    def encode(result_image: Any, meta: ImageMeta) -> tuple[bytes, dict[str, Any]]:
+        wanted_bits = meta.bits if depth == "auto" else int(depth)
+        gray, bits = output_layout(fmt, gray=meta.gray, bits=wanted_bits)
+        data = encode_image(result_image, fmt, quality=quality, gray=gray, bits=bits, icc_profile=meta.icc_profile, exif=meta.exif)
+        icc_kept, exif_kept = metadata_written(fmt, gray=gray, bits=bits, icc_profile=meta.icc_profile, exif=meta.exif)
+        fields: dict[str, Any] = {
+            "input_mode": meta.mode,
+            "input_bits": meta.bits,
+            "output_mode": output_mode(gray=gray, bits=bits),
+            "output_format": fmt,
+            "output_bits": bits,
+            "metadata": {"icc_profile": icc_kept, "exif": exif_kept},
+        }
+        if quality is not None or fmt in _LOSSY_DEFAULT_QUALITY:
+            fields["output_quality"] = quality if quality is not None else _LOSSY_DEFAULT_QUALITY[fmt]
+        if bits == 16:
+            fields["output_precision_bits"] = 8  # the tools work on uint8: the result is scaled x257
+        return data, fields
+
     async def one(restorer: Restorer, path: Path, rel: Path, limiter: anyio.Semaphore) -> None:
         nonlocal restored, failed
         async with limiter:
             try:
-                image = await anyio.to_thread.run_sync(load_image, path)
-                image_out, trace_out = output_paths(out_dir, rel)
+                image, meta = await anyio.to_thread.run_sync(load_image_with_meta, path)
+                image_out, trace_out = output_paths(out_dir, rel, suffix=suffix)
                 result = await restorer.restore(image, job=rel.as_posix())
+                data, fields = await anyio.to_thread.run_sync(encode, result.image, meta)
                 trace = {
                     "input": str(path),
                     "output": str(image_out),
                     "input_shape": list(image.shape),
                     "output_shape": list(result.image.shape),
+                    **fields,
                     **result.trace,
                 }
-                await anyio.to_thread.run_sync(save_png_atomic, image_out, result.image)
+                await anyio.to_thread.run_sync(write_bytes_atomic, image_out, data)
                 await anyio.to_thread.run_sync(write_text_atomic, trace_out, json.dumps(trace, indent=2) + "\n")
                 restored += 1
                 if not args.quiet:
@@ -258,7 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="restore images (files or folders)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder; mirrors input paths, .png plus .trace.json")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder; mirrors input paths, an image (suffix of --format) plus .trace.json")
+    p.add_argument(
+        "--format",
+        default="png",
+        choices=_FORMATS,
+        help="output format: png (default), jpeg (.jpg), webp or tiff (.tif); the input's ICC profile and EXIF are embedded, "
+        "EXIF orientation set upright; greyscale stays greyscale (not in webp)",
+    )
+    p.add_argument(
+        "--quality",
+        type=_quality,
+        default=None,
+        metavar="Q",
+        help=f"1..100 for jpeg (default {_LOSSY_DEFAULT_QUALITY['jpeg']}) and webp (default {_LOSSY_DEFAULT_QUALITY['webp']}); a usage error with png or tiff",
+    )
+    p.add_argument(
+        "--depth",
+        default="auto",
+        choices=("8", "16", "auto"),
+        help="output bits per channel: auto (default) matches the input (16-bit PNG/TIFF for a 16-bit input), 16 needs png or tiff; "
+        "restoration works in 8 bits, so 16-bit outputs carry 8 bits of precision (scaled x257)",
+    )
     p.add_argument("--policy", default=None, help="planning policy (default: experience; also: rules, random, fixed, llm)")
     p.add_argument("--max-tool-calls", type=int, default=None, help=f"tool-call budget per image (default {JobOptions().max_tool_calls})")
     p.add_argument(
@@ -276,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk = p.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no per-image lines, progress bar or warnings)")
     talk.add_argument("-v", "--verbose", action="store_true", help="info logs too (what each actor does)")
-    p.set_defaults(func=cmd_restore)
+    p.set_defaults(func=cmd_restore, check_args=lambda a, _p=p: _check_restore_args(_p, a))
 
     p = sub.add_parser("perceive", help="rate the eight degradations of images")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -374,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.explore_argv = extra + list(args.explore_argv)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    check_args = getattr(args, "check_args", None)
+    if check_args is not None:
+        check_args(args)
     try:
         # The environment is read here, once, and handed down (see agentir.settings).
         args.settings = Settings.from_env()

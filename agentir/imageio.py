@@ -34,6 +34,12 @@ top of ``max_pixels`` (its ``DecompressionBombError``, and its ``DecompressionBo
 where warnings are turned into errors, become :class:`ImageInputError`), and
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set; at its default (``False``) truncated
 files are refused. This module imports no torch.
+
+Output fidelity: :func:`load_image_with_meta` returns the same array plus an
+:class:`ImageMeta` (source mode, grey or colour, 8 or 16 bits, ICC profile, EXIF with
+Orientation set to 1 and a TIFF input's layout tags removed); :func:`encode_image` /
+:func:`save_image_atomic` write PNG, JPEG, WebP or TIFF with those embedded, as one-channel
+BT.601 luma for grey outputs and as 16-bit (8-bit values x257) PNG/TIFF where asked.
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,18 +62,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from bus.files import write_bytes_atomic, write_text_atomic  # re-exported: the project's atomic writers
 
 __all__ = [
+    "DEFAULT_QUALITY",
     "MAX_PIXELS",
     "MIN_SIDE",
+    "OUTPUT_FORMATS",
     "SUPPORTED_SUFFIXES",
     "ImageInputError",
+    "ImageMeta",
     "collect_inputs",
     "decode_image",
+    "encode_image",
     "encode_png",
     "load_image",
+    "load_image_with_meta",
+    "metadata_written",
+    "output_layout",
+    "output_mode",
     "output_paths",
     "prepare_output_folder",
     "resolve_collisions",
+    "save_image_atomic",
     "save_png_atomic",
+    "to_luma",
     "write_bytes_atomic",
     "write_text_atomic",
 ]
@@ -151,6 +169,41 @@ def load_image(
             truncated or corrupt, too large, or too small.
         ValueError: ``max_pixels`` or ``min_side`` is not a positive integer.
     """
+    return load_image_with_meta(path, max_pixels=max_pixels, min_side=min_side)[0]
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What :func:`load_image_with_meta` knows about the file besides its RGB pixels.
+
+    Attributes:
+        mode: the file's pixel layout in Pillow's words, with ``";16"`` added for 16-bit
+            colour (which Pillow itself reports as ``"RGB"``): ``"L"``, ``"I;16"``,
+            ``"RGB"``, ``"RGB;16"``, ``"RGBA;16"``, ``"P"`` ...
+        gray: the file had one colour channel (``1``, ``L``, ``LA``, ``I;16*``, ``I``, ``F``).
+        bits: bits per channel of the file's samples, 8 or 16 (``I`` and ``F`` count as 16).
+        icc_profile: the embedded ICC profile, as stored, or ``None``.
+        exif: the EXIF block (``b"Exif\\0\\0"`` + TIFF data) with Orientation set to 1, since the
+            pixels are already upright; ``None`` when the file had none or it could not be read.
+    """
+
+    mode: str = "RGB"
+    gray: bool = False
+    bits: int = 8
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+def load_image_with_meta(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> tuple[np.ndarray, ImageMeta]:
+    """:func:`load_image` plus the file's :class:`ImageMeta` (mode, depth, ICC profile, EXIF).
+
+    The array is exactly what :func:`load_image` returns; the same errors are raised.
+    """
     _check_limits(max_pixels, min_side)
     p = Path(path)
     if not p.exists():
@@ -162,7 +215,7 @@ def load_image(
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
                 raise ImageInputError(p, "file is empty", "re-export or re-download the image")
-            return _decode(fh, str(p), max_pixels=max_pixels, min_side=min_side)
+            return _decode_with_meta(fh, str(p), max_pixels=max_pixels, min_side=min_side)
     except PermissionError as exc:
         raise ImageInputError(p, "permission denied", "make the file readable") from exc
     except ImageInputError:
@@ -207,6 +260,10 @@ def _check_limits(max_pixels: int, min_side: int) -> None:
 
 
 def _decode(fh: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.ndarray:
+    return _decode_with_meta(fh, name, max_pixels=max_pixels, min_side=min_side)[0]
+
+
+def _decode_with_meta(fh: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> tuple[np.ndarray, ImageMeta]:
     try:
         im = Image.open(fh, formats=_FORMATS)
     except Image.DecompressionBombError as exc:
@@ -239,6 +296,7 @@ def _decode(fh: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.nd
                 f"image is too small ({width}x{height}; needs at least {min_side} pixels a side)",
                 "use a larger image",
             )
+        rawmode = _tile_rawmode(im)  # before load(), which empties the tile list
         try:
             # A full decode now, so truncation or corruption anywhere in the data is found here.
             im.load()
@@ -247,7 +305,61 @@ def _decode(fh: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.nd
         except _DECODE_ERRORS as exc:
             raise _corrupt(name, exc) from exc
         upright = _exif_upright(im, name)
-        return _to_rgb_array(upright, name)
+        rgb = _to_rgb_array(upright, name)
+        return rgb, _meta(im, rawmode, rotated=upright is not im, name=name)
+
+
+def _tile_rawmode(im: Image.Image) -> str:
+    tile = getattr(im, "tile", None)  # an ImageFile attribute
+    try:
+        args = tile[0].args if tile else None
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    if isinstance(args, tuple) and args:
+        args = args[0]
+    return args if isinstance(args, str) else ""
+
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def _meta(im: Image.Image, rawmode: str, *, rotated: bool, name: str) -> ImageMeta:
+    mode = im.mode
+    gray = mode in _GRAY_MODES or mode.startswith("I;16")
+    bits = 16 if mode.startswith("I;16") or mode in ("I", "F") else 8
+    if not gray and ";16" in rawmode and mode in ("RGB", "RGBA"):
+        bits, mode = 16, f"{mode};16"
+    icc = im.info.get("icc_profile")
+    icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
+    return ImageMeta(mode=mode, gray=gray, bits=bits, icc_profile=icc_profile, exif=_upright_exif(im, rotated=rotated, name=name))
+
+
+_ORIENTATION = 0x0112
+# TIFF layout tags: a TIFF input's getexif() is its whole first IFD, and these describe that
+# file's pixel storage (and 34675 its ICC profile, carried apart), not the photo.
+_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323, 324, 325, 338, 339, 340, 341, 513, 514}
+    | {530, 531, 532, 34675}
+)
+
+
+def _upright_exif(im: Image.Image, *, rotated: bool, name: str) -> bytes | None:
+    """The file's EXIF with Orientation 1 (pixels are upright), or None; damaged EXIF is dropped."""
+    try:
+        exif = im.getexif()
+        if len(exif) == 0 and not exif.get_ifd(0x8769):
+            return None
+        if _ORIENTATION in exif:
+            if not rotated and exif.get(_ORIENTATION) not in (None, 1):
+                # exif_transpose failed: the pixels are as stored, the tag no longer fits them.
+                log.warning("imageio.exif_orientation_dropped", image=name)
+            exif[_ORIENTATION] = 1
+        for tag in _LAYOUT_TAGS & set(exif):
+            del exif[tag]
+        return bytes(exif.tobytes())
+    except Exception as exc:  # any damage in a metadata block only loses the metadata
+        log.warning("imageio.exif_not_carried", image=name, error=str(exc) or type(exc).__name__)
+        return None
 
 
 def _too_large(name: str, exc: BaseException) -> ImageInputError:
@@ -389,6 +501,184 @@ def save_png_atomic(path: str | os.PathLike[str], img: np.ndarray) -> None:
         OSError: the folder cannot be created or written.
     """
     write_bytes_atomic(path, encode_png(img))
+
+
+OUTPUT_FORMATS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+"""Output formats :func:`encode_image` writes, with the file suffix each one gets."""
+
+DEFAULT_QUALITY: dict[str, int] = {"jpeg": 92, "webp": 90}
+"""Default ``quality`` of the lossy formats; the others take no quality."""
+
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
+_16BIT_FORMATS = frozenset({"png", "tiff"})
+
+
+def output_layout(fmt: str, *, gray: bool, bits: int) -> tuple[bool, int]:
+    """The ``(gray, bits)`` a format can really store for a wish: WebP has no one-channel
+    mode (written as RGB) and JPEG/WebP have 8 bits only."""
+    fmt = _check_format(fmt)
+    return gray and fmt != "webp", bits if fmt in _16BIT_FORMATS else 8
+
+
+def output_mode(*, gray: bool, bits: int) -> str:
+    """Name of an output layout: ``L``, ``I;16``, ``RGB`` or ``RGB;16`` (16-bit colour)."""
+    return ("I;16" if bits == 16 else "L") if gray else ("RGB;16" if bits == 16 else "RGB")
+
+
+def to_luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an RGB ``uint8`` image, rounded: ``(H, W)`` ``uint8``."""
+    arr = rgb.astype(np.uint32)
+    y = (299 * arr[..., 0] + 587 * arr[..., 1] + 114 * arr[..., 2] + 500) // 1000
+    return y.astype(np.uint8)
+
+
+def encode_image(
+    img: np.ndarray,
+    fmt: str = "png",
+    *,
+    quality: int | None = None,
+    gray: bool = False,
+    bits: int = 8,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:
+    """Encode an RGB (or gray) ``uint8`` image in ``fmt``, with the ICC profile and EXIF embedded.
+
+    Args:
+        img: ``(H, W, 3)`` RGB or ``(H, W)`` gray ``uint8`` (RGB is reduced to BT.601 luma
+            when ``gray``).
+        fmt: one of :data:`OUTPUT_FORMATS`.
+        quality: 1..100 for ``jpeg``/``webp`` (default :data:`DEFAULT_QUALITY`); must be
+            ``None`` for ``png``/``tiff``.
+        gray: write one channel (``L``/``I;16``); WebP has none, so it stays RGB there.
+        bits: 8, or 16 for ``png``/``tiff`` (values scaled ``x 257``: they carry 8 bits of
+            precision); JPEG and WebP are always 8-bit.
+        icc_profile, exif: embedded as given (``exif`` as from :class:`ImageMeta`).
+            An ICC profile of the other colour space is left out; see :func:`metadata_written`.
+            (16-bit RGB, which Pillow has no mode for, is written as an uncompressed TIFF by
+            this module, or as a PNG by OpenCV with the iCCP/eXIf chunks added.)
+
+    Raises:
+        TypeError, ValueError: a bad image, format, quality or bit depth.
+    """
+    fmt = _check_format(fmt)
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    if quality is not None:
+        if fmt not in DEFAULT_QUALITY:
+            raise ValueError(f"quality applies to jpeg and webp only, not {fmt}")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise ValueError(f"quality must be an integer 1..100, got {quality!r}")
+    gray, bits = output_layout(fmt, gray=gray, bits=bits)
+    arr = _validate_image_array(img)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if gray and arr.ndim == 3:
+        arr = to_luma(arr)
+    elif not gray and arr.ndim == 2:
+        arr = _gray_to_rgb(arr)
+    arr = np.ascontiguousarray(arr)
+    if not _icc_fits(icc_profile, gray=gray):
+        icc_profile = None
+    if bits == 16 and not gray:
+        return _encode_rgb16(arr, fmt, icc_profile=icc_profile, exif=exif)
+    im = Image.fromarray(arr.astype(np.uint16) * 257) if bits == 16 else Image.fromarray(arr)
+    options: dict[str, object] = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if exif:
+        options["exif"] = exif
+    if fmt in DEFAULT_QUALITY:
+        options["quality"] = DEFAULT_QUALITY[fmt] if quality is None else quality
+    if fmt == "tiff":
+        options["compression"] = "tiff_lzw"
+    buf = io.BytesIO()
+    im.save(buf, format=_PIL_FORMATS[fmt], **options)
+    return buf.getvalue()
+
+
+def metadata_written(fmt: str, *, gray: bool, bits: int, icc_profile: bytes | None, exif: bytes | None) -> tuple[bool, bool]:
+    """Whether :func:`encode_image` embeds ``(icc_profile, exif)`` for this output: both where
+    given, except an ICC profile for the other colour space (an RGB profile on a gray output
+    or a gray one on RGB is left out: it would be invalid)."""
+    gray, bits = output_layout(fmt, gray=gray, bits=bits)
+    return bool(icc_profile) and _icc_fits(icc_profile, gray=gray), bool(exif)
+
+
+def _icc_fits(icc_profile: bytes | None, *, gray: bool) -> bool:
+    space = bytes(icc_profile[16:20]) if icc_profile else b""
+    if space == b"GRAY":
+        return gray
+    if space == b"RGB ":
+        return not gray
+    return True  # unknown: keep it
+
+
+def save_image_atomic(path: str | os.PathLike[str], img: np.ndarray, fmt: str = "png", **options: object) -> None:
+    """Encode ``img`` with :func:`encode_image` (same keyword options) and write it atomically
+    (as :func:`save_png_atomic` does); nothing is written when encoding fails."""
+    write_bytes_atomic(path, encode_image(img, fmt, **options))  # type: ignore[arg-type]
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def _encode_rgb16(rgb: np.ndarray, fmt: str, *, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """16-bit RGB (Pillow has no such mode): a TIFF is built here, a PNG by OpenCV plus iCCP/eXIf chunks."""
+    if fmt == "tiff":
+        return _tiff_rgb16(rgb, icc_profile=icc_profile, exif=exif)
+    import cv2
+
+    bgr16 = np.ascontiguousarray(rgb[:, :, ::-1].astype(np.uint16) * 257)
+    ok, enc = cv2.imencode(".png" if fmt == "png" else ".tif", bgr16)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a 16-bit {fmt} image of shape {rgb.shape}")
+    data = enc.tobytes()
+    if fmt != "png":
+        return data
+    chunks = b""
+    if icc_profile:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return data[:ihdr_end] + chunks + data[ihdr_end:]
+
+
+def _tiff_rgb16(rgb: np.ndarray, *, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """An uncompressed 16-bit RGB TIFF: the EXIF tags and ICC profile are the first IFD's tags
+    (as Pillow writes them for 8-bit TIFFs), the layout tags are added, the pixels follow."""
+    ifd = Image.Exif()
+    if exif:
+        ifd.load(exif)
+    height, width = rgb.shape[:2]
+    layout = {256: width, 257: height, 258: (16, 16, 16), 259: 1, 262: 2, 273: 0, 277: 3, 278: height, 279: rgb.size * 2, 284: 1}
+    for tag, value in layout.items():
+        ifd[tag] = value
+    if icc_profile:
+        ifd[34675] = icc_profile
+    head = bytes(ifd.tobytes())[6:]  # drop "Exif\0\0": what is left is a TIFF file's start
+    # Pillow writes StripOffsets relative to the end of what it wrote; check it points there.
+    if _strip_offset(head) != len(head):
+        ifd[273] = len(head)
+        head = bytes(ifd.tobytes())[6:]
+        if _strip_offset(head) != len(head):
+            raise ValueError("cannot lay out a 16-bit RGB TIFF with this Pillow")
+    order = ">" if head[:2] == b"MM" else "<"
+    return head + (rgb.astype(np.uint16) * 257).astype(f"{order}u2").tobytes()
+
+
+def _strip_offset(head: bytes) -> object:
+    check = Image.Exif()
+    check.load(b"Exif\x00\x00" + head)
+    return check.get(273)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -582,16 +872,22 @@ def prepare_output_folder(folder: str | os.PathLike[str]) -> Path:
     return path
 
 
-def output_paths(out_dir: str | os.PathLike[str], rel: Path) -> tuple[Path, Path]:
+def output_paths(out_dir: str | os.PathLike[str], rel: Path, *, suffix: str = ".png") -> tuple[Path, Path]:
     """Where the restored image and its trace go for an input's relative path.
 
     ``output_paths("OUT", Path("a/b.jpg")) == (Path("OUT/a/b.png"), Path("OUT/a/b.trace.json"))``;
     a pair renamed by :func:`resolve_collisions`, ``Path("a/b.tiff.png")``, gives ``OUT/a/b.tiff.png``
-    and ``OUT/a/b.tiff.trace.json``.
+    and ``OUT/a/b.tiff.trace.json``. ``suffix`` is the image's (see :data:`OUTPUT_FORMATS`):
+    with ``".jpg"`` those are ``OUT/a/b.jpg`` and ``OUT/a/b.tiff.jpg``; traces do not change.
+    Outputs stay distinct for any one suffix, since :func:`resolve_collisions` makes the
+    suffix-less names distinct.
 
     Raises:
-        ValueError: ``rel`` is absolute, empty, or climbs out of ``out_dir`` with ``..``.
+        ValueError: ``rel`` is absolute, empty, or climbs out of ``out_dir`` with ``..``, or
+            ``suffix`` is not ``"."`` plus a name (``".json"`` is the traces').
     """
+    if not suffix.startswith(".") or len(suffix) < 2 or "/" in suffix or suffix.lower() == ".json":
+        raise ValueError(f"bad output suffix {suffix!r}")
     rel = Path(rel)
     if rel.is_absolute() or rel.anchor:
         raise ValueError(f"relative output path expected, got {str(rel)!r}")
@@ -600,6 +896,6 @@ def output_paths(out_dir: str | os.PathLike[str], rel: Path) -> tuple[Path, Path
     if not rel.name or rel.name == ".":
         raise ValueError(f"relative output path names no file: {str(rel)!r}")
     out = Path(out_dir)
-    image = out / rel.with_suffix(".png")
+    image = out / rel.with_suffix(suffix)
     trace = out / rel.parent / f"{rel.stem}.trace.json"
     return image, trace

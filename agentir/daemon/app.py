@@ -9,9 +9,13 @@ HTTP API (``docs/PROTOCOL.md`` has the full reference)::
     DELETE /v1/jobs/{id}          cancel a queued or running job
     GET    /v1/ws                 WebSocket, msgpack bus envelopes (agentir.daemon.ws)
     GET    /healthz  /readyz  /metrics
+    GET    /openapi.json          the OpenAPI 3.1 document (agentir.daemon.openapi)
+    GET    /docs                  the same document as a self-contained HTML page
 
-Every error is JSON ``{"error": "<one line that says what to do>"}`` with the status code of
-the table in ``docs/PROTOCOL.md``; 429 and 503 carry ``Retry-After``.
+Every error is an RFC 9457 problem-details body (``application/problem+json``: ``type``,
+``title``, ``status``, ``detail``, ``instance``, plus the older ``"error": "<one line that says
+what to do>"``) with the status code of the table in ``docs/PROTOCOL.md``; 429 and 503 carry
+``Retry-After``, 405 carries ``Allow``.
 
 Slow clients: a connection whose request headers are not complete ``header_timeout`` seconds
 after its first byte (or after it connected) gets a 408 and is closed
@@ -43,7 +47,7 @@ from aiohttp.web_response import StreamResponse
 from aiohttp.web_server import Server
 
 from agentir.daemon.config import DaemonConfig
-from agentir.daemon.errors import ApiError
+from agentir.daemon.errors import PROBLEM_CONTENT_TYPE, ApiError, problem
 from agentir.daemon.metrics import Metrics
 from agentir.daemon.store import DONE, QUEUED, RUNNING, STATES, JobRecord, JobStore, ResultNotReady, StoreError
 from agentir.daemon.worker import Worker
@@ -219,11 +223,15 @@ class Daemon:
 
 
 # ----------------------------------------------------------------------------- middleware
-def _error_response(status: int, message: str, *, retry_after: int | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def _error_response(
+    status: int, message: str, *, instance: str | None = None, retry_after: int | None = None, headers: dict[str, str] | None = None, **extensions: Any
+) -> web.Response:
+    """An RFC 9457 problem-details answer (``application/problem+json``; see :func:`problem`)."""
     hdrs = dict(headers or {})
     if retry_after is not None:
         hdrs["Retry-After"] = str(int(retry_after))
-    return web.json_response({"error": " ".join(message.split())}, status=status, headers=hdrs)
+    body = problem(status, message, instance=instance, **extensions)
+    return web.json_response(body, status=status, headers=hdrs, content_type=PROBLEM_CONTENT_TYPE)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -231,39 +239,48 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """JSON error bodies for every failure; request counts for /metrics."""
+    """Problem-details (RFC 9457) bodies for every failure, including aiohttp's own 404 and 405
+    for unknown routes and methods; request counts for /metrics."""
     daemon: Daemon = request.app[DAEMON]
+    path = request.path
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = _error_response(exc.status, exc.message, retry_after=exc.retry_after)
+        response = _error_response(exc.status, exc.message, instance=path, retry_after=exc.retry_after)
     except StoreError as exc:
-        response = _error_response(exc.status, str(exc), retry_after=exc.retry_after)
+        response = _error_response(exc.status, str(exc), instance=path, retry_after=exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        headers: dict[str, str] = {}
         if exc.status == 404:
-            text = f"no such endpoint {request.method} {request.path}; see docs/PROTOCOL.md"
+            text = f"no such endpoint {request.method} {path}; see GET /docs or docs/PROTOCOL.md"
         elif exc.status == 405:
-            text = f"method {request.method} is not allowed on {request.path}"
+            allowed = sorted(exc.allowed_methods) if isinstance(exc, web.HTTPMethodNotAllowed) else []
+            text = f"method {request.method} is not allowed on {path}; use {', '.join(allowed) or 'another method'}"
+            headers["Allow"] = ", ".join(allowed)
         elif exc.status == 413:
             text = f"request body exceeds the limit of {daemon.config.max_body_bytes} bytes; downscale or recompress the image"
-        response = _error_response(exc.status, text)
+        response = _error_response(exc.status, text, instance=path, headers=headers)
     except Exception as exc:
-        log.exception("http.internal_error", path=request.path, error=f"{type(exc).__name__}: {exc}")
-        response = _error_response(500, f"internal error ({type(exc).__name__}); the daemon logged it, retry or report it")
+        log.exception("http.internal_error", path=path, error=f"{type(exc).__name__}: {exc}")
+        response = _error_response(500, f"internal error ({type(exc).__name__}); the daemon logged it, retry or report it", instance=path)
     route = request.match_info.route.resource.canonical if request.match_info.route.resource is not None else "other"
     daemon.metrics.inc("agentir_http_requests_total", method=request.method, route=route, status=str(response.status))
     return response
 
 
+#: Paths that never need the bearer token: the probes and the API description (no jobs in them).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer-token check (when a token is configured) on everything but the health probes."""
+    """Bearer-token check (when a token is configured) on everything but :data:`PUBLIC_PATHS`."""
     daemon: Daemon = request.app[DAEMON]
     token = daemon.config.token
-    if token and request.path not in ("/healthz", "/readyz"):
+    if token and request.path not in PUBLIC_PATHS:
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
@@ -412,9 +429,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _not_ready(reason: str, retry_after: int) -> web.Response:
-    reason = " ".join(reason.split())
-    body = {"ready": False, "reason": reason, "error": reason}  # "error": every non-2xx body has one
-    return web.json_response(body, status=503, headers={"Retry-After": str(int(retry_after))})
+    reason = " ".join(reason.split())  # a problem-details body with the probe's own members too
+    return _error_response(503, reason, instance="/readyz", retry_after=retry_after, ready=False, reason=reason)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -429,6 +445,21 @@ async def readyz(request: web.Request) -> web.Response:
         why = f"data disk has {full.free} bytes free, below min_free_bytes {full.needed}; new jobs get 507 until space is freed"
         return _not_ready(why, daemon.config.retry_after)
     return web.json_response({"status": "ready", "ready": True, "running": daemon.worker.running})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API (public, like the probes)."""
+    from agentir.daemon.openapi import document
+
+    return web.json_response(document())
+
+
+async def api_docs(request: web.Request) -> web.Response:
+    """The API reference as one self-contained HTML page (no scripts, no external resources)."""
+    from agentir.daemon.openapi import DOCS_CSP, render_html
+
+    headers = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"}
+    return web.Response(text=render_html(), content_type="text/html", charset="utf-8", headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -452,7 +483,9 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    return app
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", api_docs)
+    return app  # every route here has an entry in agentir.daemon.openapi.OPERATIONS (a test checks)
 
 
 # ----------------------------------------------------------------------------- slow clients
@@ -529,8 +562,8 @@ class TimedRequestHandler(RequestHandler):
         peer = self.peername
         if self._header_bytes:
             message = f"the request headers did not arrive within header_timeout ({self._header_timeout:g} s); the connection is closed"
-            body = json.dumps({"error": message}).encode()
-            head = f"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            body = json.dumps(problem(408, message)).encode()  # no instance: the request line may be incomplete
+            head = f"HTTP/1.1 408 Request Timeout\r\nContent-Type: {PROBLEM_CONTENT_TYPE}; charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             transport.write(head.encode("ascii") + body)  # flushed by the close below
         log.info("http.header_timeout", peer=str(peer), partial=self._header_bytes, timeout=self._header_timeout)
         self.force_close()
@@ -663,4 +696,16 @@ async def serve_forever(config: DaemonConfig, settings: Settings | None = None) 
                 break
 
 
-__all__ = ["DAEMON", "ApiError", "Daemon", "ListenError", "TimedRequestHandler", "build_app", "run_daemon", "serve_forever", "sniff_format", "validate_job"]
+__all__ = [
+    "DAEMON",
+    "PUBLIC_PATHS",
+    "ApiError",
+    "Daemon",
+    "ListenError",
+    "TimedRequestHandler",
+    "build_app",
+    "run_daemon",
+    "serve_forever",
+    "sniff_format",
+    "validate_job",
+]

@@ -223,6 +223,11 @@ class JobRecord:
             "finished": self.finished,
             "attempts": self.attempts,
         }
+        from datetime import UTC, datetime
+
+        for name in ("created", "started", "finished"):  # RFC 3339 UTC beside each unix time
+            t = out[name]
+            out[f"{name}_at"] = None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if self.error:
             out["error"] = self.error
         if with_trace:

@@ -227,7 +227,8 @@ async def test_bad_input_gets_its_status_and_a_one_line_json_error(tmp_path, png
     async with started(tmp_path, **overrides) as (daemon, http):
         got, _, err = await post(http, body, ctype, params=params)
         assert got == status
-        assert set(err) == {"error"} and "\n" not in err["error"] and len(err["error"]) > 10
+        assert set(err) == {"type", "title", "status", "detail", "instance", "error"} and err["detail"] == err["error"]  # RFC 9457
+        assert "\n" not in err["error"] and len(err["error"]) > 10
         assert (await daemon.store.counts())["queued"] == 0
 
 

@@ -59,7 +59,8 @@ async def assert_refused(http: aiohttp.ClientSession, png: bytes, options_text: 
     for send in (post_multipart, post_query):
         got, body = await send(http, png, options_text)
         assert got == status, (send.__name__, options_text[:80], got, body)
-        assert set(body) == {"error"} and option in body["error"] and "\n" not in body["error"], (send.__name__, body)
+        assert set(body) == {"type", "title", "status", "detail", "instance", "error"}, (send.__name__, body)  # RFC 9457
+        assert option in body["error"] and "\n" not in body["error"], (send.__name__, body)
     assert await listed(http) == []
     return body["error"]
 
@@ -118,7 +119,7 @@ async def test_a_bad_before_cursor_is_400_not_500(tmp_path, png, before):
         async with http.get("/v1/jobs", params={"before": before}) as r:
             body = strict_json(await r.text())
         assert r.status == 400, (before[:20], r.status, body)
-        assert set(body) == {"error"} and "before" in body["error"]
+        assert set(body) == {"type", "title", "status", "detail", "instance", "error"} and "before" in body["error"]
 
 
 # ----------------------------------------------------------------------------- over the WebSocket

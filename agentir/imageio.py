@@ -742,7 +742,7 @@ def collect_inputs(
         else:
             raise ImageInputError(root, "no such file or folder", "check the path")
         found.extend(pairs)
-    return resolve_collisions(found) if rename_collisions else _refuse_collisions(found)
+    return _unique_outputs(found, rename=rename_collisions)
 
 
 def resolve_collisions(pairs: Iterable[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
@@ -756,6 +756,11 @@ def resolve_collisions(pairs: Iterable[tuple[Path, Path]]) -> list[tuple[Path, P
     when that is taken too. A renamed pair is the one whose ``rel.name`` differs from its
     file's name. The same file met twice with the same ``rel`` is listed once.
     """
+    return _unique_outputs(pairs, rename=True)
+
+
+def _unique_outputs(pairs: Iterable[tuple[Path, Path]], *, rename: bool) -> list[tuple[Path, Path]]:
+    """The pairs with duplicates dropped and colliding outputs renamed (``rename``) or refused."""
     out: list[tuple[Path, Path]] = []
     seen: dict[str, tuple[Path, Path]] = {}
     for file, rel in pairs:
@@ -764,6 +769,12 @@ def resolve_collisions(pairs: Iterable[tuple[Path, Path]]) -> list[tuple[Path, P
         if previous is not None:
             if previous[1] == rel and _same_file(previous[0], file):
                 continue
+            if not rename:
+                raise ImageInputError(
+                    file,
+                    f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the output of {str(previous[0])!r}",
+                    "rename one of them or restore them in separate runs",
+                )
             n = 1
             while True:
                 name = f"{file.name}.png" if n == 1 else f"{file.name}-{n}.png"
@@ -777,25 +788,6 @@ def resolve_collisions(pairs: Iterable[tuple[Path, Path]]) -> list[tuple[Path, P
         seen[key] = (file, rel)
         out.append((file, rel))
     return out
-
-
-def _refuse_collisions(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
-    found: list[tuple[Path, Path]] = []
-    seen: dict[str, tuple[Path, Path]] = {}
-    for file, rel in pairs:
-        key = _output_key(rel)
-        previous = seen.get(key)
-        if previous is not None:
-            if _same_file(previous[0], file) and previous[1] == rel:
-                continue
-            raise ImageInputError(
-                file,
-                f"its output {rel.with_suffix('.png').as_posix()!r} would overwrite the output of {str(previous[0])!r}",
-                "rename one of them or restore them in separate runs",
-            )
-        seen[key] = (file, rel)
-        found.append((file, rel))
-    return found
 
 
 def _output_key(rel: Path) -> str:

@@ -409,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", add_help=False, help="train or calibrate models (agentir train perception --help)")
     p.add_argument("train_argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("stream", add_help=False, help="restore a live video stream, plans reused across frames (agentir stream --help)")
+    p.add_argument("stream_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("worker", add_help=False, help="run actors in this process on a shared Redis bus (agentir worker --help)")
+    p.add_argument("worker_argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_worker)
     return parser
 
 
@@ -428,6 +436,18 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from agentir.explore import main_explore
 
     return int(main_explore(list(args.explore_argv)))
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from agentir.stream import main_stream
+
+    return int(main_stream(list(args.stream_argv)))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agentir.cluster import main_worker
+
+    return int(main_worker(list(args.worker_argv)))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -68,9 +68,12 @@ def _err(text: str) -> None:
 
 #: ``agentir bench NAME ...`` sub-benchmarks: name -> "module:function(argv) -> exit code".
 SUB_BENCHMARKS: dict[str, str] = {
+    "cluster": "agentir.bench.cluster:main_bench_cluster",
     "kernels": "kernels.bench:main",
     "perception": "agentir.bench.perception:main_bench_perception",
     "serve": "agentir.bench.serve:main_bench_serve",
+    "sizes": "agentir.bench.sizes:main_bench_sizes",
+    "stream": "agentir.bench.stream:main_bench_stream",
     "tools": "agentir.bench.tools:main_bench_tools",
     "throughput": "agentir.bench.throughput:main_bench_throughput",
 }
@@ -92,7 +95,7 @@ def _run_sub_benchmark(name: str, argv: list[str]) -> int:
 def main_bench(argv: list[str] | Sequence[str]) -> int:
     """Entry point of ``agentir bench`` (see the module docstring); returns the exit code.
 
-    ``agentir bench kernels|perception|serve|tools|throughput ...`` run the named sub-benchmark instead.
+    ``agentir bench cluster|kernels|perception|serve|sizes|stream|tools|throughput ...`` run the named sub-benchmark instead.
     """
     import anyio
 

@@ -1,4 +1,4 @@
-"""User models as tools: a TOML file registers TorchScript or ``torch.export`` models.
+"""User models as tools: a TOML file registers TorchScript, ``torch.export`` or ONNX models.
 
 A plug-in file holds one ``[[tool]]`` table per model::
 
@@ -7,8 +7,8 @@ A plug-in file holds one ``[[tool]]`` table per model::
     degradation = "noise"           # one of the eight of BENCHMARK.md
     scale = 1                       # 1, or 4 for super-resolution
     path = "models/denoiser.pt2"    # relative to this TOML file
-    format = "export"               # "torchscript" | "export"; default from the suffix
-                                    #   (.pt / .ts -> torchscript, .pt2 -> export)
+    format = "export"               # "torchscript" | "export" | "onnx"; default from the suffix
+                                    #   (.pt / .ts -> torchscript, .pt2 -> export, .onnx -> onnx)
     input_range = "0-1"             # what the model expects: "0-1" | "0-255" | "-1-1"
     channel_order = "rgb"           # "rgb" | "bgr"
     pad_multiple = 8                # optional: reflect-pad H and W to a multiple, crop back
@@ -30,6 +30,17 @@ inputs, so an ``.pt2`` archive is inspected first and refused when any of those 
 sample inputs are checked with ``torch.load(weights_only=True)``). Files written by
 ``torch.save`` (``.pth`` / ``.pkl`` / ``.bin`` checkpoints) are refused with a message that
 says how to export the model instead.
+
+**ONNX** models (``.onnx``, the format most community restoration models are also published in)
+run on ``onnxruntime`` (the optional ``onnx`` extra: ``pip install 'agentir[onnx]'``), CPU or
+CUDA execution provider by ``device``. An ONNX file is a protobuf graph of standard operators:
+loading it runs no Python code, and no custom-operator library is ever registered. The model
+must take one image tensor ``N x 3 x H x W`` (float32 or float16) and return one; fixed sizes
+in the graph are reported when an image does not fit them.
+
+Models in PyTorch checkpoint form (``.pth`` from model zoos) are not loaded: the ``spandrel``
+library that recognises their architectures needs torchvision, which does not install beside the
+pinned torch; export such a model to ONNX or TorchScript where it was trained.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ import os
 import tomllib
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,13 +81,13 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 #: Model file formats a plug-in may use.
-FORMATS: tuple[str, ...] = ("torchscript", "export")
+FORMATS: tuple[str, ...] = ("torchscript", "export", "onnx")
 #: Value ranges a model may expect; ``(scale, offset)`` maps ``[0, 1]`` to the model's range.
 INPUT_RANGES: dict[str, tuple[float, float]] = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}
 CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 
-_SUFFIX_FORMAT = {".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript", ".pt2": "export"}
+_SUFFIX_FORMAT = {".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript", ".pt2": "export", ".onnx": "onnx"}
 _PICKLE_SUFFIXES = (".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar")
 _FIELDS = {
     "name": str,
@@ -95,7 +106,7 @@ _REQUIRED = ("name", "degradation", "scale", "path")
 _EXPORT_HOWTO = (
     "export the model with torch.jit.script(model).save('m.pt') or "
     "torch.export.save(torch.export.export(model, (x,), dynamic_shapes=...), 'm.pt2') "
-    "(keep raw weights in .safetensors); see examples/plugins/README.md"
+    "(keep raw weights in .safetensors), or to ONNX with torch.onnx.export; see examples/plugins/README.md"
 )
 
 
@@ -177,7 +188,7 @@ def _infer_format(file: Path, entry: str, path: Path) -> str:
         )
     if suffix == ".safetensors":
         raise PluginError(file, entry, f"{path.name} holds weights only, not a network; {_EXPORT_HOWTO}")
-    raise PluginError(file, entry, f'cannot tell the format of {path.name} from its suffix; set format = "torchscript" or "export"')
+    raise PluginError(file, entry, f'cannot tell the format of {path.name} from its suffix; set format = "torchscript", "export" or "onnx"')
 
 
 def _parse_entry(file: Path, index: int, raw: Any) -> PluginSpec:
@@ -298,6 +309,9 @@ def check_model_file(spec: PluginSpec) -> None:
     """
     if not spec.path.is_file():
         raise PluginError(spec.source, spec.entry, f"model file {spec.path} not found (paths are relative to the TOML file)")
+    if spec.format == "onnx":
+        _check_onnx_file(spec)
+        return
     zf, names = _zip_names(spec)
     with zf:
         members = set(names)
@@ -318,6 +332,76 @@ def check_model_file(spec: PluginSpec) -> None:
                 other = ' (it is a TorchScript archive: set format = "torchscript")' if is_script else ""
                 raise PluginError(spec.source, spec.entry, f"{spec.path.name} is not a torch.export archive{other}; {_EXPORT_HOWTO}")
             _check_export_archive(spec, zf)
+
+
+#: the install hint for the optional ONNX runtime.
+_ONNX_HOWTO = "install the ONNX runtime: pip install 'agentir[onnx]' (or pip install onnxruntime)"
+
+
+def _onnxruntime(spec: PluginSpec) -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise PluginError(spec.source, spec.entry, f"{spec.path.name} is an ONNX model but onnxruntime is not installed; {_ONNX_HOWTO}") from None
+    return onnxruntime
+
+
+def _check_onnx_file(spec: PluginSpec) -> None:
+    """Cheap checks of an ONNX file without loading it: the runtime is there and the file starts
+    like a serialised ``ModelProto`` (field 1, ``ir_version``, a varint: byte ``0x08``)."""
+    _onnxruntime(spec)
+    with open(spec.path, "rb") as fh:
+        head = fh.read(2)
+    if len(head) < 2 or head[0] != 0x08:
+        what = "a zip archive (TorchScript or torch.export? set format accordingly)" if head[:2] == b"PK" else "not an ONNX model"
+        raise PluginError(spec.source, spec.entry, f"{spec.path.name} is {what}; export the model with torch.onnx.export, or fix format")
+
+
+class _OnnxModel:
+    """An ONNX model behind a torch-tensor call: ``N x 3 x H x W`` float in, float out."""
+
+    def __init__(self, spec: PluginSpec, device: str) -> None:
+        ort = _onnxruntime(spec)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        options.log_severity_level = 3  # errors only; warnings go through our own messages
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            elif spec.device == "cuda":
+                raise PluginError(
+                    spec.source, spec.entry, 'device needs CUDA but this onnxruntime has no CUDA provider; install onnxruntime-gpu or use device = "cpu"'
+                )
+        try:
+            self.session = ort.InferenceSession(str(spec.path), sess_options=options, providers=providers)
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise PluginError(spec.source, spec.entry, f"cannot load {spec.path.name} as onnx: {reason}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise PluginError(
+                spec.source,
+                spec.entry,
+                f"{spec.path.name} takes {len(inputs)} inputs and gives {len(outputs)} outputs; a plug-in takes one image tensor N x 3 x H x W and returns one",
+            )
+        self.input = inputs[0].name
+        self.half = inputs[0].type == "tensor(float16)"
+        if inputs[0].type not in ("tensor(float)", "tensor(float16)"):
+            raise PluginError(spec.source, spec.entry, f"{spec.path.name} takes {inputs[0].type}; a plug-in takes a float32 or float16 image tensor")
+        self.shape = inputs[0].shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+
+        arr = x.detach().cpu().numpy().astype(np.float16 if self.half else np.float32, copy=False)
+        try:
+            y = self.session.run(None, {self.input: arr})[0]
+        except Exception as exc:
+            fixed = [d for d in self.shape if isinstance(d, int)]
+            hint = f" (the graph has fixed input dimensions {self.shape}: export it with dynamic_axes for N, H and W, or set pad_multiple)" if fixed else ""
+            raise RuntimeError(f"{' '.join(str(exc).split())[:300]}{hint}") from None
+        return torch.from_numpy(np.ascontiguousarray(y)).to(x.device)
 
 
 def _check_export_archive(spec: PluginSpec, zf: zipfile.ZipFile) -> None:
@@ -388,8 +472,12 @@ class PluginTool:
         self._per_image = False  # set once a batch of several images was refused by the model
         self._mul, self._add = INPUT_RANGES[spec.input_range]
         check_model_file(spec)  # the file may have changed since registration
+        #: the loaded model: a torch module, or the ONNX session behind a tensor call.
+        self._model: Callable[[torch.Tensor], torch.Tensor]
         try:
-            if spec.format == "torchscript":
+            if spec.format == "onnx":
+                self._model = _OnnxModel(spec, self.device)
+            elif spec.format == "torchscript":
                 with warnings.catch_warnings():
                     # TorchScript is deprecated upstream but remains a supported plug-in format.
                     warnings.simplefilter("ignore", DeprecationWarning)

@@ -152,7 +152,7 @@ def test_bad_batch_and_failing_model_raise_tool_error(tmp_path: Path, loaded: li
         ({"chanel_order": "bgr"}, r"unknown key 'chanel_order'; did you mean 'channel_order'"),
         ({"path": "missing.pt"}, r"model file .*missing\.pt not found"),
         ({"path": "w.pth"}, r"looks like a pickle checkpoint \(\.pth\).*torch\.jit\.script"),
-        ({"path": "w.onnx"}, r"set format"),
+        ({"path": "w.h5"}, r"set format = \"torchscript\", \"export\" or \"onnx\""),
         ({"name": "dct_denoise"}, r"'dct_denoise' is a built-in tool; choose another name"),
     ],
 )

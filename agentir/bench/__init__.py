@@ -68,6 +68,7 @@ def _err(text: str) -> None:
 
 #: ``agentir bench NAME ...`` sub-benchmarks: name -> "module:function(argv) -> exit code".
 SUB_BENCHMARKS: dict[str, str] = {
+    "clean": "agentir.bench.clean:main_bench_clean",
     "cluster": "agentir.bench.cluster:main_bench_cluster",
     "kernels": "kernels.bench:main",
     "perception": "agentir.bench.perception:main_bench_perception",
@@ -95,7 +96,7 @@ def _run_sub_benchmark(name: str, argv: list[str]) -> int:
 def main_bench(argv: list[str] | Sequence[str]) -> int:
     """Entry point of ``agentir bench`` (see the module docstring); returns the exit code.
 
-    ``agentir bench cluster|kernels|perception|serve|sizes|stream|tools|throughput ...`` run the named sub-benchmark instead.
+    ``agentir bench clean|cluster|kernels|perception|serve|sizes|stream|tools|throughput ...`` run the named sub-benchmark instead.
     """
     import anyio
 

@@ -60,14 +60,22 @@ def _video_frames(path: Path, count: int) -> list[tuple[str, np.ndarray]]:
     try:
         if not cap.isOpened():
             raise BenchError(f"{path}: cannot open this video (not a video file, or a codec OpenCV lacks); pass image files or another clip")
+        # Decoded in order: seeking is not frame-exact in every container, and the frame count a
+        # container states may be off by one, so the last wanted frame is the last one decoded.
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         wanted = sorted({int(round(i * (total - 1) / max(1, count - 1))) for i in range(count)}) if total > 1 else [0]
         frames: list[tuple[str, np.ndarray]] = []
-        for index in wanted:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        index, last = 0, None
+        while len(frames) < len(wanted):
             ok, bgr = cap.read()
-            if ok and bgr is not None:
+            if not ok or bgr is None:
+                break
+            if index == wanted[len(frames)]:
                 frames.append((f"{path.stem}_f{index:05d}", np.ascontiguousarray(bgr[:, :, ::-1])))
+            last = (index, bgr)
+            index += 1
+        if len(frames) < len(wanted) and last is not None and (not frames or frames[-1][0] != f"{path.stem}_f{last[0]:05d}"):
+            frames.append((f"{path.stem}_f{last[0]:05d}", np.ascontiguousarray(last[1][:, :, ::-1])))
         if not frames:
             raise BenchError(f"{path}: no frame could be decoded; check the file")
         return frames

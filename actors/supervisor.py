@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -23,6 +23,9 @@ from agent_policies.perception import PerceptionPolicy
 from agent_policies.registry import Policies
 from bus.base import Bus
 from bus.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from actors.planner import JobStateStore
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +92,10 @@ class Supervisor:
             self._scope.cancel()
 
 
+#: The actors a worker can run, in pipeline order.
+ACTOR_NAMES = ("perceiver", "planner", "executor", "reflector")
+
+
 def build_actors(
     bus: Bus,
     blobs: BlobStore,
@@ -97,19 +104,53 @@ def build_actors(
     policies: Policies | None = None,
     defaults: JobOptions | None = None,
     executor_options: dict[str, Any] | None = None,
+    names: Sequence[str] = ACTOR_NAMES,
+    state: JobStateStore | None = None,
+    concurrency: int | None = None,
 ) -> list[Callable[[], Actor]]:
-    """Factories for the standard four actors sharing ``bus``, ``blobs`` and ``policies``;
-    ``defaults`` are the job options jobs' own options apply over."""
+    """Factories for the standard actors sharing ``bus``, ``blobs`` and ``policies``;
+    ``defaults`` are the job options jobs' own options apply over.
+
+    ``names`` picks some of :data:`ACTOR_NAMES` (a worker process running part of the pipeline);
+    ``state`` makes the Planner share job state with Planners elsewhere (see
+    :mod:`actors.planner`); ``concurrency`` caps the CPU-bound calls (perception, tools,
+    ratings) running at once across the Perceiver, Executor and Reflector together, through one
+    shared thread limiter: a worker process given N cores runs N at a time (default: each
+    actor's own limits).
+
+    Raises:
+        ValueError: an unknown actor name, or ``concurrency`` below 1.
+    """
     from actors.executor import Executor
     from actors.perceiver import Perceiver
     from actors.planner import Planner
     from actors.reflector import Reflector
 
-    opts = executor_options or {}
+    unknown = [n for n in names if n not in ACTOR_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown actor(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(ACTOR_NAMES)}")
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    opts = dict(executor_options or {})
+    if concurrency is not None:
+        opts.setdefault("worker_threads", concurrency)
     shared = policies if policies is not None else Policies()
-    return [
-        lambda: Perceiver(bus, blobs, policy=perception),
-        lambda: Planner(bus, blobs, policies=shared, defaults=defaults),
-        lambda: Executor(bus, blobs, **opts),
-        lambda: Reflector(bus, blobs, perception=perception, policies=shared),
-    ]
+
+    cpu: list[anyio.CapacityLimiter] = []  # made on first use: a limiter belongs to the running event loop
+
+    def sized(actor: Actor) -> Actor:
+        if concurrency is not None:
+            if not cpu:
+                cpu.append(anyio.CapacityLimiter(concurrency))
+            actor.concurrency = max(actor.concurrency, concurrency)
+            actor.worker_threads = concurrency
+            actor._limiter = cpu[0]
+        return actor
+
+    table: dict[str, Callable[[], Actor]] = {
+        "perceiver": lambda: sized(Perceiver(bus, blobs, policy=perception)),
+        "planner": lambda: Planner(bus, blobs, policies=shared, defaults=defaults, state=state),
+        "executor": lambda: sized(Executor(bus, blobs, **opts)),
+        "reflector": lambda: sized(Reflector(bus, blobs, perception=perception, policies=shared)),
+    }
+    return [table[n] for n in ACTOR_NAMES if n in names]

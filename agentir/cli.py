@@ -479,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.train_argv = extra + list(args.train_argv)
     elif args.command == "explore":
         args.explore_argv = extra + list(args.explore_argv)
+    elif args.command == "stream":
+        args.stream_argv = extra + list(args.stream_argv)
+    elif args.command == "worker":
+        args.worker_argv = extra + list(args.worker_argv)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     check_args = getattr(args, "check_args", None)

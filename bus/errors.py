@@ -95,3 +95,15 @@ class BlobNotFound(BusError):
     def __init__(self, sha256: str) -> None:
         self.sha256 = sha256
         super().__init__(f"blob {sha256[:12]}... is not in the blob store")
+
+
+class BrokerUnavailable(BusError):
+    """The message broker at ``url`` cannot be reached (or answered with an error); ``reason`` says why.
+
+    ``url`` is shown with any password replaced by ``***``.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot use the Redis broker at {url} ({reason}); check the --bus URL and that redis-server is running and reachable")

@@ -35,7 +35,8 @@ class Candidate:
     """One tool's output for a subtask, as executed and (after reflection) rated.
 
     ``level`` is empty until the Reflector rates it; ``error`` is non-empty when the tool failed
-    (then ``image`` is None).
+    (then ``image`` is None). ``gain`` is the step judge's predicted PSNR gain (dB) of this
+    output over the step's input, or None where no judge ran (the ``judge`` reflection sets it).
     """
 
     tool: str
@@ -44,6 +45,7 @@ class Candidate:
     score: float = 0.0
     seconds: float = 0.0
     error: str = ""
+    gain: float | None = None
 
 
 # ----------------------------------------------------------------------------- messages
@@ -116,6 +118,8 @@ class StepExecuted(Message):
     remaining: list[str] = field(default_factory=list)
     prior: list[Candidate] = field(default_factory=list)
     reflection: str = ""
+    #: the step's input image (what the outputs are judged against); None from older senders.
+    source: BlobRef | None = None
 
 
 @message("step.reflected")

@@ -51,6 +51,12 @@ def build_parser(prog: str = "agentir serve") -> argparse.ArgumentParser:
         help="jobs that do not set the max_tool_cost option skip tools measured slower than this many seconds per megapixel (`agentir tools`)",
     )
     p.add_argument("--port-file", default=None, metavar="FILE", help="write the bound port here once listening")
+    p.add_argument(
+        "--bus",
+        default=None,
+        metavar="URL",
+        help="be a front end: send jobs to `agentir worker` processes on this Redis broker (redis://HOST:6379/0) instead of running actors here",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-console", action="store_true", help="console log lines instead of JSON")
     return p
@@ -79,14 +85,28 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
             port_file=args.port_file,
             freeze_experience=args.freeze_experience,
             max_tool_cost=args.max_tool_cost,
+            bus=args.bus,
         )
     except (ConfigError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    if config.bus:
+        from bus.errors import BrokerUnavailable
+        from bus.redis import ping_url
+
+        try:
+            ping_url(config.bus)  # a front end without its broker is useless: say so at once
+        except BrokerUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
     configure_logging(args.log_level, json_logs=not args.log_console)
     from agentir.daemon.app import ListenError, serve_forever
     from agentir.daemon.store import StoreError
+    from agentir.pipeline import DEFAULT_BUS
+    from bus.errors import BrokerUnavailable
 
+    # The daemon builds its Restorer; with a broker it becomes a front end of the workers there.
+    DEFAULT_BUS.set(config.bus or None)
     try:
         anyio.run(serve_forever, config, settings)
     except BaseException as raised:
@@ -94,7 +114,7 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
         error = _single(raised)
         if isinstance(error, KeyboardInterrupt):
             return 130
-        if isinstance(error, (ListenError, StoreError)):  # port in use; data folder held by another daemon ...
+        if isinstance(error, (ListenError, StoreError, BrokerUnavailable)):  # port in use; data folder held; broker unreachable ...
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1
         if isinstance(error, OSError):  # data folder not writable ...

@@ -20,6 +20,7 @@ Example ``agentir.toml``::
     max_tool_cost = 5.0        # optional: jobs that do not set max_tool_cost skip tools slower than 5 s/MP
     header_timeout = 10.0      # a request's headers must arrive within this (else 408, connection closed)
     body_timeout = 120.0       # an upload's body must arrive within this (else 408, connection closed)
+    bus = "redis://10.0.0.5:6379/0"  # optional: a front end of `agentir worker` processes (docs/CLUSTER.md)
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class DaemonConfig:
     blob_bytes: int = 512 << 20  #: in-memory blob store bound
     trust_client_header: bool = False  #: use X-Client-Id (behind a trusted proxy) instead of the peer address
     port_file: Path | None = None  #: write the bound port here once listening (tests, supervisors)
+    #: broker URL (``redis://HOST:6379/0``): run no actors here, send jobs to ``agentir worker``
+    #: processes on that broker (jobs stay durable in this daemon's store). Empty: actors in-process.
+    bus: str = ""
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -99,6 +103,16 @@ class DaemonConfig:
             raise ConfigError(f"setting 'port' must be 0..65535, got {self.port!r}")
         if self.min_free_bytes < 0:
             raise ConfigError(f"setting 'min_free_bytes' must be >= 0, got {self.min_free_bytes!r}")
+        if not isinstance(self.bus, str):
+            raise ConfigError(f"setting 'bus' must be a broker URL like redis://HOST:6379/0, got {self.bus!r}")
+        if self.bus:
+            from bus.errors import BrokerUnavailable
+            from bus.redis import check_url
+
+            try:
+                check_url(self.bus)
+            except BrokerUnavailable as exc:
+                raise ConfigError(f"setting 'bus': {exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None, **overrides: Any) -> DaemonConfig:

@@ -161,6 +161,7 @@ class Executor(Actor):
                         remaining=step.remaining,
                         prior=step.prior,
                         reflection=step.reflection,
+                        source=step.image,
                     ),
                     correlation_id=step.job,
                     cause=delivery.envelope.id,

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,14 +28,20 @@ from agent_policies.options import JobOptions
 from agent_policies.registry import DEFAULT_PERCEPTION, DEFAULT_PLANNING, Policies
 from agentir.logs import ensure_logging
 from agentir.settings import Settings
+from bus.base import Bus
 from bus.blobs import BlobStore, MemoryBlobStore
 from bus.memory import InMemoryBus
 from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
 
 if TYPE_CHECKING:
     from actors.scheduler import BatchStats
+    from agentir.stream.api import FrameStream
 
 log = structlog.get_logger(__name__)
+
+#: The broker URL a Restorer built without ``bus=`` uses (None: its own in-memory bus with local
+#: actors). ``agentir serve --bus URL`` sets it around the daemon, which builds its Restorer.
+DEFAULT_BUS: ContextVar[str | None] = ContextVar("agentir_default_bus", default=None)
 
 
 class RestoreError(RuntimeError):
@@ -78,6 +85,12 @@ class Restorer:
         max_inflight: jobs running at once; more ``restore`` calls wait for a slot. Keeping this
             below the actors' mailbox sizes is what rules out deadlock in the actor cycle.
         job_timeout: seconds before a job is declared failed.
+        bus: where the actors are: None (default) runs them here on an in-memory bus; a broker
+            URL (``redis://HOST:6379/0``) makes this Restorer a front end of workers started
+            with ``agentir worker`` (images travel through the broker's blob store, which
+            replaces ``blobs``); or a :class:`~bus.base.Bus` instance (then pass ``blobs`` the
+            workers can read too). Without ``bus=``, :data:`DEFAULT_BUS` decides.
+        local_actors: run the actors in this process (default: only with the in-memory bus).
 
     Logging: if the application has not configured structlog, constructing a Restorer points
     agentir's logs at stderr, warnings and up (or at the application's stdlib ``logging``
@@ -102,6 +115,8 @@ class Restorer:
         job_timeout: float = 600.0,
         executor_options: dict[str, Any] | None = None,
         plugins: str | os.PathLike[str] | None = None,
+        bus: Bus | str | None = None,
+        local_actors: bool | None = None,
     ) -> None:
         ensure_logging()  # structlog's unconfigured default prints to stdout
         self.settings = settings if settings is not None else Settings.from_env()
@@ -125,8 +140,26 @@ class Restorer:
         self.policies.reflection(self.defaults.reflection)
         self.perception_name = perception
         self.perception = self.policies.perception(perception)
-        self.bus = InMemoryBus(source="agentir")
-        self.blobs: BlobStore = blobs or MemoryBlobStore()
+        self._owned: list[Any] = []  # broker clients this Restorer opened (and closes)
+        if bus is None:
+            bus = DEFAULT_BUS.get()
+        if isinstance(bus, str):
+            from bus.redis import RedisBus
+            from bus.redis_blobs import RedisBlobStore
+
+            self.bus: Bus = RedisBus(bus, source="agentir-frontend")
+            # Workers elsewhere read the images: they live in the broker, whatever ``blobs`` says.
+            self.blobs: BlobStore = RedisBlobStore(bus, ttl=max(3600.0, 2 * job_timeout))
+            self._owned = [self.bus, self.blobs]
+            self.local_actors = bool(local_actors)
+        elif bus is not None:
+            self.bus = bus
+            self.blobs = blobs or MemoryBlobStore()
+            self.local_actors = True if local_actors is None else local_actors
+        else:
+            self.bus = InMemoryBus(source="agentir")
+            self.blobs = blobs or MemoryBlobStore()
+            self.local_actors = True if local_actors is None else local_actors
         self.max_inflight = max_inflight
         self.job_timeout = job_timeout
         self.executor_options = executor_options or {}
@@ -153,15 +186,42 @@ class Restorer:
         return values
 
     async def __aenter__(self) -> Restorer:
+        if self._owned:
+            await self._connect()  # a wrong or unreachable broker URL: one clear error, here
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         events = await self.bus.subscribe(Subjects.EVENTS, max_pending=max(64, 16 * self.max_inflight))
         self._tg.start_soon(self._pump, events)
-        self._supervisor = Supervisor(
-            build_actors(self.bus, self.blobs, perception=self.perception, policies=self.policies, executor_options=self.executor_options)
-        )
-        await self._tg.start(self._supervisor.run)
+        if self.local_actors:
+            self._supervisor = Supervisor(
+                build_actors(self.bus, self.blobs, perception=self.perception, policies=self.policies, executor_options=self.executor_options)
+            )
+            await self._tg.start(self._supervisor.run)
         return self
+
+    async def _connect(self) -> None:
+        from bus.redis import RedisBus
+        from bus.redis_blobs import RedisBlobStore
+
+        for part in self._owned:
+            try:
+                if isinstance(part, RedisBus):
+                    await part.connect()
+                elif isinstance(part, RedisBlobStore):
+                    await anyio.to_thread.run_sync(part.ping)
+            except BaseException:
+                await self._close_owned()
+                raise
+
+    async def _close_owned(self) -> None:
+        from bus.redis import RedisBus
+
+        with anyio.CancelScope(shield=True):
+            for part in self._owned:
+                if isinstance(part, RedisBus):
+                    await part.close()
+                else:
+                    part.close()  # the blob store's client (synchronous)
 
     async def __aexit__(self, *exc: Any) -> bool | None:
         if self._tg is None:
@@ -170,15 +230,18 @@ class Restorer:
             self._supervisor.stop()
         self.policies.flush()  # what a learning planner learned survives the process
         await self.bus.close()
+        if self._owned:
+            await self._close_owned()
         self._tg.cancel_scope.cancel()
         return await self._tg.__aexit__(*exc)
 
     async def _pump(self, events: Any) -> None:
         async for delivery in events:
+            await delivery.ack()  # a notification: taken now (a broker bus holds unacknowledged ones against the mailbox)
             message = delivery.message
             waiter = self._waiters.get(getattr(message, "job", ""))
-            if waiter is None:
-                continue
+            if waiter is None or waiter.done.is_set():
+                continue  # not ours, or a copy of an outcome already taken (at-least-once delivery)
             match message:
                 case JobFinished():
                     waiter.finished = message
@@ -277,6 +340,24 @@ class Restorer:
 
         executor = self._supervisor.actors.get("executor")
         return executor.stats() if isinstance(executor, Executor) else None
+
+    def stream(self, frames: Any, **options: Any) -> FrameStream:
+        """Restore a video stream, plans reused across frames: ``async for r in restorer.stream(frames)``.
+
+        ``frames``: an (async) iterable of uint8 H x W x 3 RGB arrays or :class:`agentir.stream.Frame`;
+        ``options``: :class:`agentir.stream.StreamConfig` fields (``realtime``, ``max_frame_ms``, ...)
+        or ``config=``. Results come in order (:class:`agentir.stream.StreamResult`); tools without
+        held parameters share the Executor's batches with other streams and jobs. See
+        :mod:`agentir.stream.api`.
+        """
+        from actors.executor import Executor
+        from agentir.stream.api import stream_frames
+
+        if self._tg is None:
+            raise RuntimeError("Restorer was not entered")
+        executor = self._supervisor.actors.get("executor") if self._supervisor is not None else None
+        scheduler = executor.scheduler if isinstance(executor, Executor) else None
+        return stream_frames(self, frames, spawn=self._tg.start_soon, scheduler=scheduler, **options)
 
     async def perceive(self, image: np.ndarray, *, timeout: float = 60.0) -> Perceived:
         """Rate every degradation of ``image`` through the Perceiver (request/reply on the bus)."""

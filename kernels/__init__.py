@@ -4,9 +4,11 @@ Public ops (Triton on CUDA tensors, the torch reference elsewhere; ``AGENTIR_KER
 auto|triton|torch`` forces a choice, see :mod:`kernels.backend`):
 
 * :func:`to_float_nchw`, :func:`to_uint8_nhwc` -- uint8 NHWC images <-> float NCHW batches;
-* :func:`rgb_to_ycbcr`, :func:`ycbcr_to_rgb`, :func:`rgb_to_value` -- BT.601 YCbCr, HSV value;
+* :func:`rgb_to_ycbcr`, :func:`rgb_to_value` -- BT.601 YCbCr (the stream's device-side scene
+  check), HSV value (the brightening tools' torch path);
 * :func:`extract_tiles`, :func:`blend_tiles` -- overlapping tiles and their feathered blend;
-* :func:`image_stats` -- per-image perception statistics in one pass (``STATS_COLUMNS``).
+* :func:`image_stats` -- per-image perception statistics in one pass (``STATS_COLUMNS``; the
+  stream's per-frame statistics, ``agent_policies.perception.framestats``).
 
 ``run_kernel_bench`` lives in :mod:`kernels.bench` (imported on demand, not here).
 """
@@ -14,7 +16,7 @@ auto|triton|torch`` forces a choice, see :mod:`kernels.backend`):
 from __future__ import annotations
 
 from kernels.backend import KernelBackendError, KernelError, KernelInputError
-from kernels.color import rgb_to_value, rgb_to_ycbcr, ycbcr_to_rgb
+from kernels.color import rgb_to_value, rgb_to_ycbcr
 from kernels.convert import to_float_nchw, to_uint8_nhwc
 from kernels.stats import STATS_COLUMNS, image_stats
 from kernels.tiles import blend_tiles, extract_tiles
@@ -31,5 +33,4 @@ __all__ = [
     "rgb_to_ycbcr",
     "to_float_nchw",
     "to_uint8_nhwc",
-    "ycbcr_to_rgb",
 ]

@@ -100,7 +100,6 @@ def _cases(n: int, h: int, w: int, device: torch.device, tile: int, overlap: int
     u8 = torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8, generator=gen).to(device)
     f = torch.rand((n, 3, h, w), generator=gen).to(device)
     m = torch.tensor(color.YCBCR_MATRIX, device=device)
-    m_inv = torch.tensor(color.YCBCR_INVERSE_MATRIX, device=device)
     off = torch.tensor(color.YCBCR_OFFSET, device=device)[:, None, None]
     img = f[0]
     tl_, pos = tiles.extract_tiles(img, tile, overlap)
@@ -127,13 +126,6 @@ def _cases(n: int, h: int, w: int, device: torch.device, tile: int, overlap: int
             triton=lambda: color._launch_color_affine(f, color.YCBCR_MATRIX, color._ZERO, color.YCBCR_OFFSET),
             reference=lambda: color.rgb_to_ycbcr_reference(f),
             eager=lambda: torch.einsum("ij,njhw->nihw", m, f) + off,
-        ),
-        dict(
-            op="ycbcr_to_rgb",
-            bytes=px * 3 * 8,
-            triton=lambda: color._launch_color_affine(f, color.YCBCR_INVERSE_MATRIX, color.YCBCR_OFFSET, color._ZERO),
-            reference=lambda: color.ycbcr_to_rgb_reference(f),
-            eager=lambda: torch.einsum("ij,njhw->nihw", m_inv, f - off),
         ),
         dict(
             op="rgb_to_value",

@@ -1,5 +1,10 @@
 """Colour-space transforms on float ``N x 3 x H x W`` batches: BT.601 YCbCr and HSV value.
 
+Who calls them: :func:`rgb_to_ycbcr` gives the stream engine's device-side scene check its luma
+thumbnail (``agentir.stream.engine``); :func:`rgb_to_value` is the V channel of the brightening
+tools' torch path (``toolbox.tools.brighten``). The inverse (YCbCr to RGB) was removed: nothing
+needed it.
+
 :func:`rgb_to_ycbcr` is ITU-R BT.601 with studio-swing output, the formula MATLAB's
 ``rgb2ycbcr`` uses and the one the benchmark's SSIM is computed on (``BENCHMARK.md``).
 For ``R, G, B`` in [0, 1]::
@@ -8,21 +13,13 @@ For ``R, G, B`` in [0, 1]::
     Cb = (128 -  37.797 R -  74.203 G + 112.000 B) / 255     in [16/255, 240/255]
     Cr = (128 + 112.000 R -  93.786 G -  18.214 B) / 255     in [16/255, 240/255]
 
-:func:`ycbcr_to_rgb` is the exact algebraic inverse (``rgb = M^-1 (ycc - offset)``, with the
-matrix inverted in float64), so it returns full-range RGB in [0, 1] for any YCbCr that came
-from in-gamut RGB. It does not clamp: out-of-gamut YCbCr gives RGB outside [0, 1], and a
-round trip is the identity up to float rounding. Call ``.clamp(0, 1)`` if you need a valid
-image.
-
 :func:`rgb_to_value` is HSV's V channel, ``max(R, G, B)``, as ``N x 1 x H x W``.
 
-All three compute in float32 (float16 and bfloat16 inputs are upcast per element) and return
+Both compute in float32 (float16 and bfloat16 inputs are upcast per element) and return
 the input dtype. NaN handling of :func:`rgb_to_value` is unspecified.
 """
 
 from __future__ import annotations
-
-from typing import cast
 
 import torch
 
@@ -31,15 +28,12 @@ from kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
 from kernels.backend import jit, tile_grid, tl
 
 __all__ = [
-    "YCBCR_INVERSE_MATRIX",
     "YCBCR_MATRIX",
     "YCBCR_OFFSET",
     "rgb_to_value",
     "rgb_to_value_reference",
     "rgb_to_ycbcr",
     "rgb_to_ycbcr_reference",
-    "ycbcr_to_rgb",
-    "ycbcr_to_rgb_reference",
 ]
 
 Matrix = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
@@ -52,14 +46,6 @@ YCBCR_MATRIX: Matrix = (
 )
 YCBCR_OFFSET: Vector = (16.0 / 255.0, 128.0 / 255.0, 128.0 / 255.0)
 _ZERO: Vector = (0.0, 0.0, 0.0)
-
-
-def _inverse(m: Matrix) -> Matrix:
-    inv = torch.linalg.inv(torch.tensor(m, dtype=torch.float64)).tolist()
-    return cast(Matrix, tuple(tuple(float(v) for v in row) for row in inv))  # 3 x 3 in, 3 x 3 out
-
-
-YCBCR_INVERSE_MATRIX: Matrix = _inverse(YCBCR_MATRIX)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -210,11 +196,6 @@ def rgb_to_ycbcr_reference(batch: torch.Tensor) -> torch.Tensor:
     return _affine_reference(batch, YCBCR_MATRIX, _ZERO, YCBCR_OFFSET)
 
 
-def ycbcr_to_rgb_reference(batch: torch.Tensor) -> torch.Tensor:
-    """Pure-torch specification of :func:`ycbcr_to_rgb` on ``N x 3 x H x W`` (no validation)."""
-    return _affine_reference(batch, YCBCR_INVERSE_MATRIX, YCBCR_OFFSET, _ZERO)
-
-
 def rgb_to_value_reference(batch: torch.Tensor) -> torch.Tensor:
     """Pure-torch specification of :func:`rgb_to_value` on ``N x 3 x H x W`` (no validation)."""
     r, g, b = batch[:, 0:1], batch[:, 1:2], batch[:, 2:3]
@@ -258,22 +239,6 @@ def rgb_to_ycbcr(batch: torch.Tensor) -> torch.Tensor:
         KernelBackendError: ``AGENTIR_KERNELS=triton`` cannot be honoured for this tensor.
     """
     return _affine("rgb_to_ycbcr", batch, YCBCR_MATRIX, _ZERO, YCBCR_OFFSET)
-
-
-def ycbcr_to_rgb(batch: torch.Tensor) -> torch.Tensor:
-    """Invert :func:`rgb_to_ycbcr` exactly, returning full-range RGB without clamping.
-
-    Args:
-        batch: float16, bfloat16 or float32 YCbCr ``N x 3 x H x W`` (or ``3 x H x W``).
-
-    Returns:
-        A new contiguous RGB tensor of the same shape and dtype.
-
-    Raises:
-        KernelInputError: (a ``ValueError``) wrong dtype, rank or channel count.
-        KernelBackendError: ``AGENTIR_KERNELS=triton`` cannot be honoured for this tensor.
-    """
-    return _affine("ycbcr_to_rgb", batch, YCBCR_INVERSE_MATRIX, YCBCR_OFFSET, _ZERO)
 
 
 def rgb_to_value(batch: torch.Tensor) -> torch.Tensor:

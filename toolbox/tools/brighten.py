@@ -5,13 +5,20 @@ The benchmark darkens ``V = max(R, G, B)`` by a shift (``V -= 30..50``, clipped 
 three keep hue and saturation, so a new ``V`` is applied by scaling RGB with ``V_new / V``.
 :class:`HSVBrighten` tells the three apart from the statistics of ``V`` and inverts the one it
 finds; the other tools are simpler, model-free alternatives.
+
+Each tool also splits into ``estimate`` / ``apply`` (:mod:`toolbox.held`): a video stream holds
+the exposure it estimated for a scene instead of re-estimating it on every frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
+import torch
 
+from kernels import rgb_to_value
 from toolbox.tools._common import NumpyTool
 
 #: High percentile of V that a well-exposed image reaches (CBSD68: median 255, quartile 240).
@@ -37,6 +44,40 @@ def _apply_value(img: np.ndarray, v_old: np.ndarray, v_new: np.ndarray) -> np.nd
     if np.any(black):  # pure black carries no colour: give it the new value as grey
         out[black] = v_new[black][:, None]
     return out
+
+
+def _apply_value_u8(rgb: np.ndarray, v_new_table: np.ndarray) -> np.ndarray:
+    """:func:`_apply_value` on a uint8 image through a 256-entry table of ``V_new(V)``.
+
+    The fast path for held parameters (:mod:`toolbox.held`): with uint8 input, V takes only 256
+    values, so the new value and the RGB scale factor are looked up instead of computed per
+    pixel. Same maths as :func:`_apply_value` on ``rgb / 255``; returns uint8 (rounded).
+    """
+    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    v_new = np.asarray(v_new_table, dtype=np.float32)
+    ratio = (v_new / np.maximum(levels, np.float32(1e-4))).astype(np.float32)
+    v = cv2.max(cv2.max(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    scale = ratio[v]
+    out = cv2.multiply(rgb.astype(np.float32), cv2.merge([scale, scale, scale]))
+    black = v == 0  # pure black carries no colour: the new value as grey
+    if black.any():
+        out[black] = v_new[0] * np.float32(255.0)
+    return np.clip(out + np.float32(0.5), 0, 255).astype(np.uint8)
+
+
+def _apply_value_torch(batch: torch.Tensor, v_new_table: np.ndarray) -> torch.Tensor:
+    """:func:`_apply_value` on a float ``N x 3 x H x W`` batch on any device (the device path).
+
+    ``V`` comes from :func:`kernels.rgb_to_value` (Triton on CUDA); the new value is looked up in
+    a 256-entry table of ``V_new(V)`` at ``round(255 V)``: exact for frames that came from uint8,
+    within half a grey level of V otherwise.
+    """
+    v = rgb_to_value(batch)
+    table = torch.as_tensor(np.asarray(v_new_table, dtype=np.float32), device=batch.device)
+    v_new = table[(v * 255.0).round().clamp(0, 255).long()]
+    out = batch * (v_new / v.clamp_min(1e-4))
+    black = v < 0.5 / 255
+    return torch.where(black, v_new.expand_as(out), out)
 
 
 def _median3(v: np.ndarray) -> np.ndarray:
@@ -107,9 +148,19 @@ class HSVBrighten(NumpyTool):
         self.name = name
         self.dark_mean = dark_mean
 
-    def process(self, img: np.ndarray) -> np.ndarray:
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """``variant`` and ``param`` of :func:`classify_darkening`, and ``gamma2``: the exponent of
+        the second (gamma) step, 1.0 when it does not run (see :mod:`toolbox.held`)."""
         variant, param = classify_darkening(img)
-        v = _value(img)
+        gamma2 = 1.0
+        if variant != "gamma":
+            v_new = self._first_step(_value(img), variant, param)
+            if float(v_new.mean()) < self.dark_mean:
+                gamma2 = _gamma_for_mean(v_new, _TARGET_MEAN)
+        return {"variant": variant, "param": float(param), "gamma2": float(gamma2)}
+
+    @staticmethod
+    def _first_step(v: np.ndarray, variant: str, param: float) -> np.ndarray:
         if variant == "shift":
             v_new = np.where(v > 0.5 / 255, v + param, 0.5 * param)
         elif variant == "linear":
@@ -118,10 +169,32 @@ class HSVBrighten(NumpyTool):
             v_new = np.power(v, param)
         else:
             v_new = v
-        v_new = np.clip(v_new, 0.0, 1.0)
-        if variant != "gamma" and float(v_new.mean()) < self.dark_mean:
-            v_new = np.power(v_new, _gamma_for_mean(v_new, _TARGET_MEAN))
-        return _apply_value(img, v, v_new)
+        return np.clip(v_new, 0.0, 1.0)
+
+    def value_map(self, v: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        """The new V for values ``v`` under held parameters (``estimate``'s keys)."""
+        variant = str(params["variant"])
+        v_new = self._first_step(v, variant, float(params["param"]))
+        gamma2 = float(params.get("gamma2", 1.0))
+        if variant != "gamma" and gamma2 != 1.0:
+            v_new = np.power(v_new, gamma2)
+        return v_new
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        """Brighten with held parameters (``estimate``'s keys)."""
+        v = _value(img)
+        return _apply_value(img, v, self.value_map(v, params))
+
+    def apply_u8(self, rgb: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        """:meth:`apply` on a uint8 image, through a 256-entry table (the stream's fast path)."""
+        return _apply_value_u8(rgb, self.value_map(np.arange(256, dtype=np.float32) / np.float32(255.0), params))
+
+    def apply_torch(self, batch: torch.Tensor, params: Mapping[str, float | str]) -> torch.Tensor:
+        """:meth:`apply` on a float batch where it is (CPU or CUDA), see :func:`_apply_value_torch`."""
+        return _apply_value_torch(batch, self.value_map(np.arange(256, dtype=np.float32) / np.float32(255.0), params))
+
+    def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
 
 
 class GammaBrighten(NumpyTool):
@@ -133,10 +206,27 @@ class GammaBrighten(NumpyTool):
         self.name = name
         self.target = target
 
-    def process(self, img: np.ndarray) -> np.ndarray:
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """``gamma``: the exponent that brings the mean V to the target."""
+        return {"gamma": float(_gamma_for_mean(_value(img), self.target))}
+
+    def value_map(self, v: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        return np.power(v, float(params["gamma"]))
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
         v = _value(img)
-        g = _gamma_for_mean(v, self.target)
-        return _apply_value(img, v, np.power(v, g))
+        return _apply_value(img, v, self.value_map(v, params))
+
+    def apply_u8(self, rgb: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        """:meth:`apply` on a uint8 image, through a 256-entry table (the stream's fast path)."""
+        return _apply_value_u8(rgb, self.value_map(np.arange(256, dtype=np.float32) / np.float32(255.0), params))
+
+    def apply_torch(self, batch: torch.Tensor, params: Mapping[str, float | str]) -> torch.Tensor:
+        """:meth:`apply` on a float batch where it is (CPU or CUDA), see :func:`_apply_value_torch`."""
+        return _apply_value_torch(batch, self.value_map(np.arange(256, dtype=np.float32) / np.float32(255.0), params))
+
+    def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
 
 
 class StretchBrighten(NumpyTool):
@@ -147,11 +237,28 @@ class StretchBrighten(NumpyTool):
     def __init__(self, name: str = "stretch_brighten") -> None:
         self.name = name
 
-    def process(self, img: np.ndarray) -> np.ndarray:
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """``hi``: the robust maximum of V (99.5th percentile after a 3x3 median)."""
+        return {"hi": _robust_hi(_value(img))}
+
+    def value_map(self, v: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        gain = min(_TARGET_HI / max(float(params["hi"]), 1e-3), 4.0)
+        return np.clip(v * max(gain, 1.0), 0.0, 1.0)
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
         v = _value(img)
-        hi = _robust_hi(v)
-        gain = min(_TARGET_HI / max(hi, 1e-3), 4.0)
-        return _apply_value(img, v, np.clip(v * max(gain, 1.0), 0.0, 1.0))
+        return _apply_value(img, v, self.value_map(v, params))
+
+    def apply_u8(self, rgb: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        """:meth:`apply` on a uint8 image, through a 256-entry table (the stream's fast path)."""
+        return _apply_value_u8(rgb, self.value_map(np.arange(256, dtype=np.float32) / np.float32(255.0), params))
+
+    def apply_torch(self, batch: torch.Tensor, params: Mapping[str, float | str]) -> torch.Tensor:
+        """:meth:`apply` on a float batch where it is (CPU or CUDA), see :func:`_apply_value_torch`."""
+        return _apply_value_torch(batch, self.value_map(np.arange(256, dtype=np.float32) / np.float32(255.0), params))
+
+    def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
 
 
 class CLAHEBrighten(NumpyTool):
@@ -163,9 +270,16 @@ class CLAHEBrighten(NumpyTool):
         self.name = name
         self.clip = clip
 
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """``gamma``: the exponent of the first (global) step."""
+        return {"gamma": float(_gamma_for_mean(_value(img), _TARGET_MEAN))}
+
     def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
         v = _value(img)
-        base = _apply_value(img, v, np.power(v, _gamma_for_mean(v, _TARGET_MEAN)))
+        base = _apply_value(img, v, np.power(v, float(params["gamma"])))
         u8 = np.clip(base * 255.0 + 0.5, 0, 255).astype(np.uint8)
         lab = cv2.cvtColor(u8, cv2.COLOR_RGB2LAB)
         tiles = (max(1, min(8, img.shape[0] // 32)), max(1, min(8, img.shape[1] // 32)))

@@ -14,6 +14,8 @@ The Wiener regularisation grows with the estimated noise (:func:`noise_aware_reg
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from toolbox.tools._common import NumpyTool, defocus_kernel, estimate_noise_sigma, motion_kernel, pad_taper, psf2otf, wiener_deconv
@@ -158,10 +160,18 @@ class WienerMotionDeblur(NumpyTool):
         self.candidates = candidates
         self.noise_weight = noise_weight
 
-    def process(self, img: np.ndarray) -> np.ndarray:
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """The blur kernel (``angle``, ``radius``, ``sigma``) and the noise-aware ``reg``."""
         angle, radius, sigma = estimate_motion(img, self.candidates)
-        reg = noise_aware_reg(img, self.reg, self.noise_weight)
-        return wiener_deconv(img, motion_kernel(radius, sigma, angle), reg)
+        return {"angle": float(angle), "radius": float(radius), "sigma": float(sigma), "reg": noise_aware_reg(img, self.reg, self.noise_weight)}
+
+    def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        # A smoothed radius is rounded back to the recipe's integer kernel lengths.
+        kernel = motion_kernel(int(round(float(params["radius"]))), float(params["sigma"]), float(params["angle"]))
+        return wiener_deconv(img, kernel, float(params["reg"]))
 
 
 def richardson_lucy(img: np.ndarray, kernel: np.ndarray, iterations: int) -> np.ndarray:
@@ -243,7 +253,13 @@ class WienerDefocusDeblur(NumpyTool):
         self.reg = reg
         self.radius = radius
 
-    def process(self, img: np.ndarray) -> np.ndarray:
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """The disk kernel (``radius``, ``alias``) and the noise-aware ``reg``."""
         radius, alias = self.radius if self.radius is not None else estimate_defocus(img)
-        reg = noise_aware_reg(img, self.reg, self.noise_weight)
-        return wiener_deconv(img, defocus_kernel(radius, alias), reg)
+        return {"radius": float(radius), "alias": float(alias), "reg": noise_aware_reg(img, self.reg, self.noise_weight)}
+
+    def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        return wiener_deconv(img, defocus_kernel(float(params["radius"]), float(params["alias"])), float(params["reg"]))

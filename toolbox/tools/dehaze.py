@@ -9,6 +9,8 @@ rate such images' haze low so that the tool is not run, and reflection should re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
 
@@ -47,10 +49,19 @@ class DCPDehaze(NumpyTool):
         self.t0 = t0
         self.patch = patch
 
+    def _patch(self, img: np.ndarray) -> int:
+        return max(3, min(self.patch, (min(img.shape[:2]) // 4) * 2 + 1))
+
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """``airlight``: the grey atmospheric light (:func:`airlight`); transmission stays per image."""
+        return {"airlight": airlight(img, dark_channel(img, self._patch(img)))}
+
     def process(self, img: np.ndarray) -> np.ndarray:
-        patch = max(3, min(self.patch, (min(img.shape[:2]) // 4) * 2 + 1))
-        dark = dark_channel(img, patch)
-        a = airlight(img, dark)
+        return self.apply(img, self.estimate(img))
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        patch = self._patch(img)
+        a = float(params["airlight"])
         t = 1.0 - self.omega * dark_channel(img / a, patch)
         radius = max(2, min(40, min(img.shape[:2]) // 8))
         t = guided_filter(img.mean(axis=2), t.astype(np.float32), radius, 1e-3)

@@ -189,11 +189,17 @@ def _from_metrics(text: str) -> dict[str, float]:
         if line.startswith("#") or not line.strip():
             continue
         name, _, value = line.rpartition(" ")
-        for family in ("agentir_job_seconds", "agentir_tool_seconds", "agentir_batch_size"):
+        for family in ("agentir_job_duration_seconds", "agentir_tool_duration_seconds", "agentir_executor_batch_images"):
             if name.startswith(f"{family}_sum") or name.startswith(f"{family}_count"):
                 key = f"{family}_{'sum' if '_sum' in name else 'count'}"
                 sums[key] = sums.get(key, 0.0) + float(value)
     return sums
+
+
+def _mean(sums: dict[str, float], family: str, digits: int) -> float | None:
+    """The mean of a histogram family from :func:`_from_metrics`' sums (None when it has no observations)."""
+    count = sums.get(f"{family}_count")
+    return round(sums.get(f"{family}_sum", 0.0) / count, digits) if count else None
 
 
 def main_bench_serve(argv: Sequence[str] | None = None) -> int:
@@ -234,9 +240,9 @@ def main_bench_serve(argv: Sequence[str] | None = None) -> int:
         "latency_p50_s": round(percentile(lat, 50), 3),
         "latency_p95_s": round(percentile(lat, 95), 3),
         "latency_p99_s": round(percentile(lat, 99), 3),
-        "daemon_job_mean_s": round(m.get("agentir_job_seconds_sum", 0.0) / m["agentir_job_seconds_count"], 3) if m.get("agentir_job_seconds_count") else None,
-        "tool_call_mean_s": round(m.get("agentir_tool_seconds_sum", 0.0) / m["agentir_tool_seconds_count"], 3) if m.get("agentir_tool_seconds_count") else None,
-        "mean_batch_size": round(m.get("agentir_batch_size_sum", 0.0) / m["agentir_batch_size_count"], 2) if m.get("agentir_batch_size_count") else None,
+        "daemon_job_mean_s": _mean(m, "agentir_job_duration_seconds", 3),
+        "tool_call_mean_s": _mean(m, "agentir_tool_duration_seconds", 3),
+        "mean_batch_size": _mean(m, "agentir_executor_batch_images", 2),
         "cpus": os.cpu_count(),
     }
     if args.json:

@@ -11,6 +11,9 @@ HTTP API (``docs/PROTOCOL.md`` has the full reference)::
     GET    /healthz  /readyz  /metrics
     GET    /openapi.json          the OpenAPI 3.1 document (agentir.daemon.openapi)
     GET    /docs                  the same document as a self-contained HTML page
+    GET    /  /console/{name}     the web console (agentir.daemon.web; static files, strict CSP)
+    GET    /v1/info               policies, options and limits a job may choose (the console's form)
+    GET    /v1/jobs/{id}/previews[/{name}]  JPEG input copy and candidate thumbnails (agentir.daemon.previews)
 
 Every error is an RFC 9457 problem-details body (``application/problem+json``: ``type``,
 ``title``, ``status``, ``detail``, ``instance``, plus the older ``"error": "<one line that says
@@ -49,6 +52,7 @@ from aiohttp.web_server import Server
 from agentir.daemon.config import DaemonConfig
 from agentir.daemon.errors import PROBLEM_CONTENT_TYPE, ApiError, problem
 from agentir.daemon.metrics import Metrics
+from agentir.daemon.previews import Previews
 from agentir.daemon.store import DONE, QUEUED, RUNNING, STATES, JobRecord, JobStore, ResultNotReady, StoreError
 from agentir.daemon.worker import Worker
 from agentir.imageio import ImageInputError, decode_image, write_text_atomic
@@ -117,6 +121,8 @@ class Daemon:
         self._decode_slots = anyio.CapacityLimiter(2)  # bounds memory held by concurrent decodes
         self._batches_seen = 0
         self.ws_connections = 0
+        self.sockets: set[web.WebSocketResponse] = set()  # the open WebSockets (agentir.daemon.ws)
+        self.console_info: dict[str, Any] | None = None  # GET /v1/info, built once (agentir.daemon.web)
 
     @property
     def url(self) -> str:
@@ -177,6 +183,7 @@ class Daemon:
             raise ApiError(exc.status, str(exc), retry_after=exc.retry_after) from None
         if created:
             self.metrics.inc("agentir_jobs_submitted_total")
+            self.metrics.observe("agentir_upload_size_bytes", float(len(data)))
             log.info("job.accepted", job=record.id, client=client, bytes=len(data), width=record.width, height=record.height, policy=policy)
             self.worker.notify()
         return record, created
@@ -218,7 +225,7 @@ class Daemon:
                 self._batches_seen = 0
             new = min(total - self._batches_seen, len(sizes))  # the executor keeps only recent sizes
             for size in sizes[len(sizes) - new :] if new > 0 else ():
-                self.metrics.observe("agentir_batch_size", float(size))
+                self.metrics.observe("agentir_executor_batch_images", float(size))
             self._batches_seen = total
 
 
@@ -243,6 +250,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     for unknown routes and methods; request counts for /metrics."""
     daemon: Daemon = request.app[DAEMON]
     path = request.path
+    t0 = time.perf_counter()
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -268,22 +276,50 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = _error_response(500, f"internal error ({type(exc).__name__}); the daemon logged it, retry or report it", instance=path)
     route = request.match_info.route.resource.canonical if request.match_info.route.resource is not None else "other"
     daemon.metrics.inc("agentir_http_requests_total", method=request.method, route=route, status=str(response.status))
+    if not isinstance(response, web.WebSocketResponse):  # a WebSocket's time is its connection's
+        daemon.metrics.observe("agentir_http_request_duration_seconds", time.perf_counter() - t0, method=request.method, route=route)
     return response
 
 
-#: Paths that never need the bearer token: the probes and the API description (no jobs in them).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+#: Paths that never need the bearer token: the probes, the API description and the console's own
+#: files (no jobs in them; the console asks for the token before it reads a job).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/"})
+PUBLIC_PREFIXES = ("/console/",)
+
+
+def _ws_token(request: web.Request) -> str | None:
+    """The token a WebSocket upgrade carries in ``Sec-WebSocket-Protocol``, if any
+    (:data:`agentir.daemon.ws.WS_BEARER_PREFIX`)."""
+    import base64
+    import binascii
+
+    from agentir.daemon.ws import WS_BEARER_PREFIX
+
+    for item in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        item = item.strip()
+        if item.startswith(WS_BEARER_PREFIX):
+            raw = item[len(WS_BEARER_PREFIX) :]
+            try:
+                return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+    return None
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer-token check (when a token is configured) on everything but :data:`PUBLIC_PATHS`."""
+    """Bearer-token check (when a token is configured) on everything but :data:`PUBLIC_PATHS`;
+    a WebSocket upgrade may carry the token as a subprotocol instead (see :func:`_ws_token`)."""
     daemon: Daemon = request.app[DAEMON]
     token = daemon.config.token
-    if token and request.path not in PUBLIC_PATHS:
+    if token and request.path not in PUBLIC_PATHS and not request.path.startswith(PUBLIC_PREFIXES):
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        if not ok and request.headers.get("Upgrade", "").lower() == "websocket":  # /v1/ws and any later WebSocket route
+            carried = _ws_token(request)
+            ok = carried is not None and hmac.compare_digest(carried.encode(), token.encode())
+        if not ok:
             raise ApiError(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'") from None
     return await handler(request)
 
@@ -463,13 +499,19 @@ async def api_docs(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus exposition (text format 0.0.4, or OpenMetrics when the scraper asks for it)."""
     daemon: Daemon = request.app[DAEMON]
     await daemon.refresh_gauges()
-    return web.Response(text=daemon.metrics.render(), content_type="text/plain", charset="utf-8", headers={"X-Prometheus-Format": "0.0.4"})
+    body, content_type = daemon.metrics.render(request.headers.get("Accept"))
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type  # with its version parameter, as scrapers expect
+    return response
 
 
 def build_app(daemon: Daemon) -> web.Application:
     """The aiohttp application for ``daemon`` (routes and middleware; no socket yet)."""
+    from agentir.daemon.stream_ws import stream_route
+    from agentir.daemon.web import ConsoleRoutes
     from agentir.daemon.ws import websocket_route
 
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=daemon.config.max_body_bytes + (1 << 16))
@@ -480,11 +522,18 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/jobs/{id}/result", get_result)
     app.router.add_delete("/v1/jobs/{id}", delete_job)
     app.router.add_get("/v1/ws", websocket_route(daemon))
+    app.router.add_get("/v1/stream", stream_route(daemon))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", api_docs)
+    console = ConsoleRoutes(daemon)  # the web console (agentir.daemon.web)
+    app.router.add_get("/", console.index)
+    app.router.add_get("/console/{name}", console.asset)
+    app.router.add_get("/v1/info", console.info)
+    app.router.add_get("/v1/jobs/{id}/previews", console.previews)
+    app.router.add_get("/v1/jobs/{id}/previews/{name}", console.preview)
     return app  # every route here has an entry in agentir.daemon.openapi.OPERATIONS (a test checks)
 
 
@@ -645,12 +694,14 @@ async def run_daemon(config: DaemonConfig, settings: Settings | None = None) -> 
             max_inflight=config.concurrency,
             job_timeout=config.job_timeout,
         ) as restorer:
+            previews = Previews(store, metrics)
             worker = Worker(
                 store, restorer, metrics, concurrency=config.concurrency, max_attempts=config.max_attempts,
-                max_pixels=config.max_pixels, disk_backoff=config.disk_backoff,
+                max_pixels=config.max_pixels, disk_backoff=config.disk_backoff, previews=previews,
             )  # fmt: skip
             daemon = Daemon(config, store, worker, metrics, restorer)
             async with anyio.create_task_group() as tg:
+                await tg.start(previews.run, restorer.bus, restorer.blobs)  # the console's thumbnails
                 await tg.start(worker.run)
                 tg.start_soon(_retention, daemon)
                 runner = _DaemonRunner(build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0, header_timeout=config.header_timeout)

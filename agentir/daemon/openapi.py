@@ -161,6 +161,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "WebSocket: msgpack envelopes (ws.submit, ws.watch, ws.cancel; see docs/PROTOCOL.md section 3)",
         responses={101: ("switching protocols", {}), 400: "not a WebSocket upgrade request"},
     ),
+    Operation(
+        "GET",
+        "/v1/stream",
+        "stream",
+        "WebSocket: one video stream, msgpack envelopes (stream.start, stream.frame, stream.end; see docs/PROTOCOL.md, Streams)",
+        responses={101: ("switching protocols", {}), 400: "not a WebSocket upgrade request", 503: "too many open streams, or shutting down"},
+        headers={503: _RETRY},
+    ),
     Operation("GET", "/healthz", "healthz", "Liveness", public=True, responses={200: ("alive", _json("Health"))}),
     Operation(
         "GET",
@@ -175,8 +183,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/metrics",
         "metrics",
-        "Prometheus metrics (text format 0.0.4)",
-        responses={200: ("the metrics", {"text/plain": {"schema": {"type": "string"}}})},
+        "Prometheus metrics (text format 0.0.4; OpenMetrics 1.0 when the Accept header asks for it)",
+        responses={
+            200: (
+                "the metrics",
+                {"text/plain; version=0.0.4": {"schema": {"type": "string"}}, "application/openmetrics-text; version=1.0.0": {"schema": {"type": "string"}}},
+            )
+        },
     ),
     Operation(
         "GET",
@@ -193,6 +206,56 @@ OPERATIONS: tuple[Operation, ...] = (
         "This API reference as a self-contained HTML page",
         public=True,
         responses={200: ("the page", {"text/html": {"schema": {"type": "string"}}})},
+    ),
+    Operation(
+        "GET",
+        "/",
+        "console",
+        "The web console (agentir.daemon.web; a strict Content-Security-Policy, asks for the token itself)",
+        public=True,
+        responses={200: ("the console page", {"text/html": {"schema": {"type": "string"}}}), 304: ("not modified (ETag)", {})},
+    ),
+    Operation(
+        "GET",
+        "/console/{name}",
+        "consoleAsset",
+        "One of the console's static files (JavaScript modules, CSS, icon)",
+        public=True,
+        parameters=({"name": "name", "in": "path", "required": True, "description": "a file name such as app.js", "schema": {"type": "string"}},),
+        responses={
+            200: ("the file", {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}),
+            304: ("not modified (ETag)", {}),
+            404: "not a console file",
+        },
+    ),
+    Operation(
+        "GET",
+        "/v1/info",
+        "getInfo",
+        "What a job may choose on this daemon: planning policies, options (types, defaults, bounds), upload limits",
+        responses={200: ("the choices and limits", _json("Info"))},
+    ),
+    Operation(
+        "GET",
+        "/v1/jobs/{id}/previews",
+        "listJobPreviews",
+        "The job's console previews: a JPEG copy of the input and a thumbnail per judged tool candidate",
+        description="Written while the job runs (at most 64 thumbnails of 192 px and an input copy of 1280 px per job) "
+        "and deleted with the job. Each candidate names its search node, subtask, tool and index within the node's subtask, "
+        "matching the trace's steps in order.",
+        parameters=(_JOB_ID,),
+        responses={200: ("the preview index", _json("Previews")), 404: "no such job"},
+    ),
+    Operation(
+        "GET",
+        "/v1/jobs/{id}/previews/{name}",
+        "getJobPreview",
+        "One preview JPEG (input.jpg or c<k>.jpg)",
+        parameters=(
+            _JOB_ID,
+            {"name": "name", "in": "path", "required": True, "description": "input.jpg or c<k>.jpg, from the index", "schema": {"type": "string"}},
+        ),
+        responses={200: ("the JPEG", {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}), 404: "no such job or preview"},
     ),
 )
 
@@ -258,6 +321,55 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}, "next": {"type": ["string", "null"]}},
     },
     "Health": {"type": "object", "properties": {"status": {"type": "string", "const": "ok"}}},
+    "Info": {
+        "type": "object",
+        "required": ["version", "policies", "default_policy", "options", "limits", "auth"],
+        "properties": {
+            "version": {"type": "string"},
+            "policies": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "usable": {"type": "boolean"}, "note": {"type": "string"}, "default": {"type": "boolean"}},
+                },
+            },
+            "default_policy": {"type": "string"},
+            "options": {"type": "array", "items": {"type": "object", "description": "name, type (JSON Schema), default, bounds, enum, help"}},
+            "limits": {
+                "type": "object",
+                "properties": {
+                    "max_body_bytes": {"type": "integer"},
+                    "max_pixels": {"type": "integer"},
+                    "formats": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "auth": {"type": "boolean", "description": "whether the daemon requires the bearer token"},
+        },
+    },
+    "Previews": {
+        "type": "object",
+        "required": ["id", "state", "input", "candidates"],
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": list(STATES)},
+            "input": {"type": ["object", "null"], "description": "file, url, width, height of the input copy"},
+            "candidates": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "node": {"type": "integer"},
+                        "subtask": {"type": "string"},
+                        "index": {"type": "integer", "description": "position among the node's candidates for this subtask"},
+                        "tool": {"type": "string"},
+                        "url": {"type": ["string", "null"], "description": "null when the tool failed or the preview was dropped"},
+                        "width": {"type": "integer"},
+                        "height": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
     "Ready": {
         "type": "object",
         "properties": {"status": {"type": "string", "const": "ready"}, "ready": {"type": "boolean"}, "running": {"type": "integer"}},

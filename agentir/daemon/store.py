@@ -5,6 +5,7 @@ Layout of the data folder::
     jobs.sqlite3            one row per job (state, client, options, trace, timings)
     spool/in/<id>           the uploaded bytes, exactly as received (validated before accept)
     spool/out/<id>.png      the result
+    spool/previews/<id>/    the console's JPEG previews (agentir.daemon.previews), deleted with the job
 
 Guarantees:
 
@@ -46,6 +47,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from shutil import rmtree
 from typing import Any, TypeVar
 
 import anyio
@@ -288,6 +290,7 @@ class JobStore:
         self.root = Path(root)
         self.inbox = self.root / "spool" / "in"
         self.outbox = self.root / "spool" / "out"
+        self.previews = self.root / "spool" / "previews"
         self.db_path = self.root / "jobs.sqlite3"
         self.max_attempts = max_attempts
         self.min_free_bytes = min_free_bytes
@@ -317,6 +320,12 @@ class JobStore:
         if not valid_id(job):
             raise JobNotFound(job)
         return self.outbox / f"{job}.png"
+
+    def previews_path(self, job: str) -> Path:
+        """The folder of ``job``'s console previews (see :mod:`agentir.daemon.previews`)."""
+        if not valid_id(job):
+            raise JobNotFound(job)
+        return self.previews / job
 
     def space_problem(self, extra: int = 0) -> DiskFull | None:
         """A :class:`DiskFull` if the data disk has less than ``min_free_bytes + extra`` free, else None.
@@ -671,6 +680,7 @@ class JobStore:
             # Files first: a crash in between leaves a row without a file, never an orphan file.
             self.result_path(job).unlink(missing_ok=True)
             self.input_path(job).unlink(missing_ok=True)
+            rmtree(self.previews_path(job), ignore_errors=True)
         with db:
             db.executemany("DELETE FROM jobs WHERE id=?", [(job,) for (job,) in rows])
         if rows:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -35,6 +35,9 @@ from agentir.daemon.store import CANCELLED, DONE, FAILED, QUEUED, JobRecord, Job
 from agentir.imageio import ImageInputError, decode_image, encode_png
 from agentir.pipeline import RestoreError, Restorer
 from bus.messages import JobProgress
+
+if TYPE_CHECKING:
+    from agentir.daemon.previews import Previews
 
 log = structlog.get_logger(__name__)
 
@@ -82,8 +85,10 @@ class Worker:
         max_pixels: int = 40_000_000,
         idle_poll: float = 5.0,
         disk_backoff: float = 30.0,
+        previews: Previews | None = None,
     ) -> None:
         self.store = store
+        self.previews = previews  # the console's thumbnails of each job (agentir.daemon.previews)
         self.restorer = restorer
         self.metrics = metrics
         self.concurrency = concurrency
@@ -256,7 +261,7 @@ class Worker:
             seconds = time.perf_counter() - t0
             self.metrics.inc("agentir_jobs_completed_total", state=outcome)
             if outcome == DONE:
-                self.metrics.observe("agentir_job_seconds", seconds)
+                self.metrics.observe("agentir_job_duration_seconds", seconds)
             log.info("job.ended", state=outcome, seconds=round(seconds, 4))
 
     async def _execute(self, job: JobRecord, progress: Progress) -> str:
@@ -272,10 +277,14 @@ class Worker:
             progress.updated = time.time()
             self._emit(JobEvent(job=job.id, stage=message.stage, detail=message.detail, tool_calls=message.tool_calls))
 
+        if self.previews is not None:
+            self.previews.begin(job.id)
         try:
             # Actor logs carry the same job id as the daemon's (a rerun only follows a finished attempt).
             result = await self.restorer.restore(image, policy=job.policy, options=job.options, job=job.id, on_progress=on_progress)
         except anyio.get_cancelled_exc_class():
+            if self.previews is not None:
+                self.previews.end(job.id)
             # Cancelled by the client or by shutdown: stop the actors' work on it too.
             with anyio.CancelScope(shield=True):
                 try:
@@ -284,11 +293,16 @@ class Worker:
                     log.info("job.drop_not_sent", error=str(exc))
             raise
         except RestoreError as exc:
+            if self.previews is not None:
+                self.previews.end(job.id)
             await self.store.fail(job.id, exc.error, self._clean_trace(exc.trace, job))
             return FAILED
         png = await anyio.to_thread.run_sync(encode_png, result.image)
         trace = self._clean_trace(result.trace, job)
         self._observe_trace(trace)
+        if self.previews is not None:  # every judged candidate's thumbnail is on disk before "done"
+            await self.previews.settle(job.id, expected=len(trace.get("steps") or ()))
+            self.previews.end(job.id)
         with anyio.CancelScope(shield=True):  # the result is computed: store it even if cancelled now
             stored = await self.store.finish(job.id, png, trace)
         return DONE if stored else CANCELLED
@@ -332,9 +346,9 @@ class Worker:
     def _observe_trace(self, trace: dict[str, Any]) -> None:
         for step in trace.get("steps", []) or []:
             if isinstance(step, dict) and step.get("tool") and isinstance(step.get("seconds"), (int, float)):
-                self.metrics.observe("agentir_tool_seconds", float(step["seconds"]), tool=str(step["tool"]))
+                self.metrics.observe("agentir_tool_duration_seconds", float(step["seconds"]), tool=str(step["tool"]))
         if isinstance(trace.get("perception_seconds"), (int, float)):
-            self.metrics.observe("agentir_perception_seconds", float(trace["perception_seconds"]))
+            self.metrics.observe("agentir_perception_duration_seconds", float(trace["perception_seconds"]))
 
 
 __all__ = ["DISK_FULL_ERROR", "JobEvent", "Progress", "Worker"]

@@ -44,6 +44,12 @@ log = structlog.get_logger(__name__)
 #: Limit on encoded messages the daemon sends (a result PNG can be far larger than an upload).
 MAX_SEND_BYTES = 1 << 30
 
+#: WebSocket subprotocols. Browsers cannot send an Authorization header on a WebSocket, so the
+#: console offers ``agentir.v1`` plus ``agentir.bearer.<base64url of the token, no padding>``
+#: (checked by the daemon's auth middleware); the daemon answers ``agentir.v1``, never the token.
+WS_PROTOCOL = "agentir.v1"
+WS_BEARER_PREFIX = "agentir.bearer."
+
 
 # ----------------------------------------------------------------------------- handler
 class _Socket:
@@ -152,10 +158,12 @@ async def websocket_handler(daemon: Daemon, request: web.Request) -> web.StreamR
         raise ApiError(503, f"too many open WebSockets ({daemon.config.max_ws_connections}); use HTTP or retry later", retry_after=daemon.config.retry_after)
     if daemon.draining:
         raise ApiError(503, "the daemon is shutting down; retry against the restarted daemon", retry_after=daemon.config.retry_after)
-    ws = web.WebSocketResponse(max_msg_size=daemon.config.max_body_bytes + (64 << 10), heartbeat=30.0)
+    # protocols: a browser that offers agentir.v1 (the console) gets it back; other clients offer none.
+    ws = web.WebSocketResponse(max_msg_size=daemon.config.max_body_bytes + (64 << 10), heartbeat=30.0, protocols=(WS_PROTOCOL,))
     await ws.prepare(request)
     sock = _Socket(daemon, ws, daemon.client_of(request))
     daemon.ws_connections += 1
+    daemon.sockets.add(ws)
     log.info("ws.connected", client=sock.client)
     try:
         async with anyio.create_task_group() as tg:
@@ -170,5 +178,6 @@ async def websocket_handler(daemon: Daemon, request: web.Request) -> web.StreamR
             tg.cancel_scope.cancel()
     finally:
         daemon.ws_connections -= 1
+        daemon.sockets.discard(ws)
         log.info("ws.closed", client=sock.client)
     return ws

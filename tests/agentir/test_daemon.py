@@ -389,11 +389,11 @@ async def test_metrics_show_states_queue_depth_and_tool_latencies(tmp_path, png)
         assert await finished(daemon, job) == "done"
         async with http.get("/metrics") as r:
             text = await r.text()
-        assert r.status == 200 and r.content_type == "text/plain"
-        assert 'agentir_jobs{state="done"} 1' in text and "agentir_queue_depth 0" in text
-        assert "# TYPE agentir_tool_seconds histogram" in text and 'le="+Inf"} ' in text
-        assert 'agentir_tool_seconds_count{tool="' in text and "agentir_batch_size_count" in text
-        assert 'agentir_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1' in text
+        assert r.status == 200 and r.content_type == "text/plain" and "version=0.0.4" in r.headers["Content-Type"]
+        assert 'agentir_jobs{state="done"} 1.0' in text and "agentir_queue_depth 0.0" in text
+        assert "# TYPE agentir_tool_duration_seconds histogram" in text and 'le="+Inf"} ' in text
+        assert 'agentir_tool_duration_seconds_count{tool="' in text and "agentir_executor_batch_images_count" in text
+        assert 'agentir_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
 
 
 async def test_graceful_shutdown_requeues_a_running_job_and_a_restart_finishes_it(tmp_path, png, blocking_tool):

@@ -91,7 +91,7 @@ async def test_a_job_whose_result_and_failure_hit_a_full_disk_frees_its_slot_and
             assert r.status == 409
         async with http.get("/metrics") as r:
             text = await r.text()
-        assert 'agentir_jobs{state="running"} 0' in text and "agentir_jobs_running 0" in text
+        assert 'agentir_jobs{state="running"} 0.0' in text and "agentir_jobs_running 0.0" in text
         assert list(daemon.store.outbox.iterdir()) == []  # no result, no partial temporary file
         await wait_thread_event(retried, 10)  # the worker keeps trying, with a backoff
 

@@ -9,7 +9,7 @@ from agent_policies.options import JobOptions
 from agent_policies.perception import PerceptionPolicy
 from agent_policies.registry import Policies
 from bus.base import Bus, Delivery
-from bus.blobs import BlobStore
+from bus.blobs import BlobRef, BlobStore
 from bus.messages import Candidate, Reflected, StepExecuted, Subjects
 
 
@@ -39,6 +39,15 @@ class Reflector(Actor):
             rated.append(c)
         return rated
 
+    def _judge_gains(self, policy: object, subtask: str, source: BlobRef | None, outputs: list[Candidate]) -> list[Candidate]:
+        """Set each output's predicted gain over the step's input (a policy with ``needs_source``)."""
+        live = [(c.tool, c.image) for c in outputs if c.image is not None and not c.error]
+        if source is None or not live:
+            return list(outputs)
+        x = self.blobs.get(source)
+        gains = iter(policy.gains(subtask, x, [(tool, self.blobs.get(ref)) for tool, ref in live]))  # type: ignore[attr-defined]  # needs_source policies define gains
+        return [dataclasses.replace(c, gain=round(float(next(gains)), 3)) if c.image is not None and not c.error else c for c in outputs]
+
     async def handle(self, delivery: Delivery) -> None:
         match delivery.message:
             case StepExecuted() as step:
@@ -47,6 +56,8 @@ class Reflector(Actor):
                 outputs = step.outputs
                 if policy.needs_ratings:
                     outputs = await self.offload(self._rate, step.subtask, list(step.outputs))
+                if getattr(policy, "needs_source", False):
+                    outputs = await self.offload(self._judge_gains, policy, step.subtask, step.source, list(outputs))
                 candidates = [*step.prior, *outputs]
                 verdict, best = policy.judge(step.subtask, candidates, remaining=len(step.remaining))
                 await self.bus.publish(

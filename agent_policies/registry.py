@@ -55,6 +55,7 @@ _register(PLANNING, "fixed", _lazy("agent_policies.planning.fixed:FixedPlanner")
 _register(REFLECTION, "threshold", _lazy("agent_policies.reflection:ThresholdReflection"))
 _register(REFLECTION, "first-success", _lazy("agent_policies.reflection:ThresholdReflection", accept_level="low", name="first-success"))
 _register(REFLECTION, "none", _lazy("agent_policies.reflection:NoReflection"))
+_register(REFLECTION, "judge", _lazy("agent_policies.reflection:JudgeReflection"))
 
 #: The planning policy used when a job names none.
 DEFAULT_PLANNING = "experience"

@@ -220,6 +220,7 @@ class Search:
                     "level": c.level,
                     "score": round(float(c.score), 3),
                     "seconds": round(float(c.seconds), 4),
+                    **({"gain_db": round(float(c.gain), 3)} if c.gain is not None else {}),
                     **({"error": c.error} if c.error else {}),
                 }
             )
@@ -229,7 +230,7 @@ class Search:
             remaining = self._pending_tools.get((node_id, subtask), [])
             if remaining and self._out_of_budget() is None:
                 return self._execute(node, subtask, remaining, list(candidates))
-            verdict = SUCCESS if best_c is not None and level_index(best_c.level) <= 1 else FAILURE
+            verdict = SUCCESS if best_c is not None and self._good(best_c) else FAILURE
         self._mark(node_id, subtask, best, verdict)
         self._learn(node, subtask, list(candidates), verdict)
         if verdict in (ACCEPT, SUCCESS):
@@ -246,11 +247,18 @@ class Search:
             return  # unjudged outputs carry no evidence
         level = self.levels.get(subtask, "high")
         for c in candidates:
-            ok = not c.error and c.image is not None and bool(c.level) and level_index(c.level) <= 1
+            ok = not c.error and c.image is not None and self._good(c)
             self._learner.observe_step(subtask, level, c.tool, ok)
         pending = [s for s in node.order[1:] if s != subtask]
         if pending:
             self._learner.observe_order(subtask, pending, verdict in (ACCEPT, SUCCESS))
+
+    def _good(self, c: Candidate) -> bool:
+        """Whether an output did its job: the judge predicts it gains more than its minimum (a
+        judged output), or it is re-perceived low or better (otherwise)."""
+        if c.gain is not None and c.gain < float(getattr(self.reflection, "min_db", 0.0)):
+            return False
+        return bool(c.level) and level_index(c.level) <= 1
 
     def _prior(self, node_id: int, subtask: str) -> list[Candidate]:
         return self._priors.get((node_id, subtask), [])
@@ -326,7 +334,11 @@ class Search:
 
     def _helped(self, subtask: str, best: Candidate | None) -> BlobRef | None:
         """The failed output's image when it lowered the degradation's perceived severity, else None."""
-        if best is None or best.image is None or not best.level:
+        if best is None or best.image is None:
+            return None
+        if best.gain is not None and best.gain < float(getattr(self.reflection, "min_db", 0.0)):
+            return None  # the judge predicts it makes the image worse: never kept
+        if not best.level:
             return None
         before = self.levels.get(subtask, "very_high"), self.scores.get(subtask, 4.0)
         if (level_index(best.level), best.score) < (level_index(before[0]), float(before[1])):

@@ -15,7 +15,8 @@ __all__ = ["StepRecord", "Trace", "to_wire"]
 
 
 class StepRecord(TypedDict, total=False):
-    """One tool output judged at one node: ``level``/``score`` as re-perceived, ``error`` if the
+    """One tool output judged at one node: ``level``/``score`` as re-perceived, ``gain_db`` the step
+    judge's predicted PSNR gain over the step's input (``judge`` reflection only), ``error`` if the
     tool failed, ``verdict`` what the judge made of it (``accepted``, ``best-of-failed`` or ``rejected``)."""
 
     node: int
@@ -24,6 +25,7 @@ class StepRecord(TypedDict, total=False):
     level: str
     score: float
     seconds: float
+    gain_db: float
     error: str
     verdict: str
 

@@ -82,3 +82,54 @@ class NoReflection:
             if not c.error and c.image is not None:
                 return ACCEPT, i
         return (CONTINUE, -1) if remaining > 0 else (FAILURE, -1)
+
+
+class JudgeReflection(ThresholdReflection):
+    """First-success with a judge that sees harm (:mod:`agent_policies.reflection.judge`).
+
+    Every output gets a predicted PSNR gain over the step's input (``Candidate.gain``, set by the
+    Reflector from the step's input and the output). The decision is ``first-success``'s (the
+    first output re-perceived low or better, in the planner's tool order), except that an output
+    predicted to lose more than ``-min_db`` dB is never taken, not even as the best of a failed
+    subtask: when every output is vetoed the verdict is ``failure`` with no output (``best =
+    -1``), so the search rolls back or gives the subtask up and the image stays as it was.
+
+    Cross-validated on the fit images (``agentir train judge``), the judge alone picks the best
+    tool of a step less often than the planner's order does, but it sees harm: a tool run for a
+    degradation the image does not have loses 21.7 dB on average there, and the veto at
+    ``min_db = -2`` refuses about half of those steps while refusing 9 % of genuine ones
+    (the numbers are in ``judge.json``'s ``cross_validation``).
+    """
+
+    name = "judge"
+    needs_ratings = True
+    #: The Reflector fills ``Candidate.gain`` from the step's input for this policy.
+    needs_source = True
+
+    def __init__(self, min_db: float = -2.0, path: str | None = None) -> None:
+        from agent_policies.reflection.judge import load_judge
+
+        super().__init__(accept_level="low", name="judge")
+        self.min_db = float(min_db)
+        self.model = load_judge(path)  # JudgeError names the file and the rebuild command
+
+    def gains(self, subtask: str, source: object, outputs: Sequence[tuple[str, object]]) -> list[float]:
+        """Predicted gain (dB) of each ``(tool, output image)`` over ``source`` (uint8 RGB arrays)."""
+        import numpy as np
+
+        from agent_policies.reflection.judge import descriptors
+
+        x = np.asarray(source)
+        desc = descriptors(x)
+        return [self.model.predict_step(subtask, tool, x, np.asarray(y), desc) for tool, y in outputs]
+
+    def vetoed(self, c: Candidate) -> bool:
+        """An output the judge predicts to make the image worse than ``min_db``."""
+        return c.gain is not None and c.gain < self.min_db
+
+    def judge(self, subtask: str, candidates: Sequence[Candidate], *, remaining: int) -> tuple[str, int]:
+        allowed = [c if not self.vetoed(c) else Candidate(tool=c.tool, error="vetoed by the judge") for c in candidates]
+        verdict, best = super().judge(subtask, allowed, remaining=remaining)
+        if verdict == FAILURE and best < 0:
+            return FAILURE, -1
+        return verdict, best

@@ -175,6 +175,12 @@ POLICIES: dict[str, PolicySpec] = {
         ),
         PolicySpec(name="no-rollback", planner="experience", options={"rollback": False}, description="experience planner, never backtracks"),
         PolicySpec(
+            name="judge",
+            planner="experience",
+            options={"reflection": "judge"},
+            description="experience planner, first-success reflection with the step judge's harm veto (input and output seen)",
+        ),
+        PolicySpec(
             name="allinone", planner=None, tool="allinone", description="one all-in-one network on every image (no agent); needs the learned allinone tool"
         ),
         PolicySpec(name="random-gt", planner="random", ground_truth=True, description="random order of the true degradations (no perception)"),

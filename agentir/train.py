@@ -74,6 +74,7 @@ def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes for the synthesis (default 2)")
     from toolbox.learned.train import build_parser as tool_parser
 
+    sub.add_parser("judge", add_help=False, help="refit the step judge of the judge reflection (agentir train judge --help)")
     t = sub.add_parser("tool", help="train a learned restoration tool (writes toolbox/weights/NAME.safetensors)")
     tool_parser(t)
     return parser
@@ -81,6 +82,13 @@ def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
 
 def main_train(argv: Sequence[str]) -> int:
     """Entry point of ``agentir train`` (see the module docstring); returns the exit code."""
+    argv = list(argv)
+    if argv[:1] == ["judge"]:
+        # ``agentir train judge [--data DIR] [--cache FILE] [--seed S] [--workers N]``: refits the
+        # step judge (agent_policies/reflection/judge.json + judge.safetensors).
+        from agent_policies.reflection.fit_judge import main_train_judge
+
+        return main_train_judge(argv[1:])
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.what == "tool":

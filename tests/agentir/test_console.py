@@ -7,52 +7,20 @@ import base64
 import io
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
+from test_daemon import finished, started  # the daemon-test helpers the other daemon tests share
 
 from agent_policies.options import JobOptions
-from agentir.daemon.app import Daemon, run_daemon
-from agentir.daemon.config import DaemonConfig
 from agentir.daemon.metrics import FAMILIES, Metrics
-from agentir.daemon.store import TERMINAL
 from agentir.daemon.web import CONSOLE_CSP, CONSOLE_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "agentir" / "daemon" / "console"
 DEGRADED = ROOT / "examples" / "degraded" / "astronaut.png"
-
-
-@asynccontextmanager
-async def started(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Daemon, aiohttp.ClientSession]]:
-    config = DaemonConfig(**{"port": 0, "data": tmp_path / "data", "min_free_bytes": 0, "retry_after": 3, **overrides})
-    async with run_daemon(config) as daemon, aiohttp.ClientSession(base_url=daemon.url) as http:
-        yield daemon, http
-
-
-async def finished(daemon: Daemon, job: str, timeout: float = 60.0) -> str:
-    """Wait on the worker's events (no polling) until ``job`` is terminal; return the state."""
-    import anyio
-
-    send, recv = anyio.create_memory_object_stream[Any](256)
-    unwatch = daemon.worker.watch(job, send)
-    try:
-        with anyio.fail_after(timeout):
-            while (await daemon.store.get(job)).state not in TERMINAL:
-                try:
-                    await recv.receive()
-                except anyio.EndOfStream:
-                    break
-            return (await daemon.store.get(job)).state
-    finally:
-        unwatch()
-        send.close()
-        recv.close()
 
 
 async def submit(http: aiohttp.ClientSession, body: bytes, headers: dict[str, str] | None = None) -> str:

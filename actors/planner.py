@@ -11,7 +11,9 @@ Reflected loads the job's snapshot, advances the search, and saves it with compa
 before publishing what it decided, so any Planner can take any message of any job, and of two
 copies of one message (a redelivery) exactly one advances the search. The snapshot records the
 last decision and whether it was published: a copy of the message that arrives after a crash
-between saving and publishing publishes it (once); any other copy is ignored. A finished job's
+between saving and publishing publishes it (once, after the bus's visibility timeout has given
+the deciding Planner time to mark it sent); any other copy, and any copy for a finished job, is
+ignored. A finished job's
 snapshot stays (``JobFinished`` is published again for a resubmitted job, e.g. after a front end
 restarted) until the store expires it.
 """
@@ -26,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import anyio
 import structlog
 
 from actors.base import Actor
@@ -297,6 +300,11 @@ class Planner(Actor):
                 return
             r = message
             key = (r.node, r.subtask, len(r.candidates))
+            if search.finished is not None or snap.get("last") == key:
+                # A late copy (a stalled Executor resumed after its step was redone elsewhere): the
+                # decision it leads to was made already; publish it only if it never was.
+                await self._resend(job, search, snap, key, version, delivery, store)
+                return
             rollbacks = search.rollbacks
             args = (r.node, r.subtask, r.candidates, r.verdict, r.best)
             action = await self.offload(search.on_reflected, *args) if search.planner.blocking else search.on_reflected(*args)
@@ -309,7 +317,7 @@ class Planner(Actor):
         if action is None:
             return
         # Decide, record the decision (compare-and-set), then carry it out, then mark it done.
-        if not await store.save(job, version, self._freeze(job, search, policy, last=key, action=action, sent=False)):
+        if not await store.save(job, version, self._freeze(job, search, policy, last=key, action=action, sent=False, decided=time.time())):
             log.info("planner.lost_race", job=job, key=str(key))  # another Planner took this very message
             return
         if isinstance(message, Perceived):
@@ -326,6 +334,18 @@ class Planner(Actor):
         if snap.get("last") != key or snap.get("sent", True) or snap.get("action") is None:
             log.info("planner.duplicate_ignored", job=job, key=str(key))
             return
+        # Saved but not yet marked sent: the Planner that decided may be publishing it right now.
+        # Give it the bus's lease (a member silent that long has lost its deliveries too), then
+        # publish it here only if it is still unsent: a decision is lost by no crash and sent twice
+        # only by a Planner stalled for longer than the lease between saving and publishing.
+        lease = float(getattr(self.bus, "visibility_timeout", 0.0) or 0.0)
+        deadline = float(snap.get("decided", 0.0)) + lease
+        while time.time() < deadline:
+            await anyio.sleep(min(0.05, max(0.0, deadline - time.time())))
+            loaded = await store.load(job)
+            if loaded is None or loaded[0] != version:
+                log.info("planner.duplicate_ignored", job=job, key=str(key))  # the decider marked it sent
+                return
         log.info("planner.resend", job=job, key=str(key))
         started = self._started.get(job, 0.0)
         await self._act(job, search, snap["action"], delivery)

@@ -207,8 +207,16 @@ async def quiet(url: str, timeout: float = 30.0) -> None:
         await client.aclose()
 
 
-async def wait_logged(cluster: Cluster, event: str, pids: list[int] | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
-    with anyio.fail_after(timeout):
-        while not (found := cluster.logged(event, pids)):
-            await anyio.sleep(0.05)
+async def wait_logged(cluster: Cluster, event: str | tuple[str, ...], pids: list[int] | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Wait until a worker (of ``pids``, default all) logs ``event`` (or any of several); on a timeout the workers' events go to stderr."""
+    events = (event,) if isinstance(event, str) else event
+    try:
+        with anyio.fail_after(timeout):
+            while not (found := [e for name in events for e in cluster.logged(name, pids)]):
+                await anyio.sleep(0.05)
+    except TimeoutError:
+        for pid in cluster.workers:
+            lines = (" ".join(str(e.get(k, "")) for k in ("event", "job", "subject", "key", "error")) for e in cluster.events(pid))
+            sys.stderr.write(f"worker {pid} logged:\n  " + "\n  ".join(lines) + "\n")
+        raise
     return found

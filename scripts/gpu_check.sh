@@ -104,10 +104,15 @@ for name in ("env", "gpu_tests", "kernels", "throughput_cnn", "make_clip", "stre
     entry = {"rc": int(rc_file.read_text().strip()) if rc_file.exists() else None}
     text = (work / f"{name}.out").read_text(errors="replace") if (work / f"{name}.out").exists() else ""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    try:
-        entry["result"] = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        entry["result"] = None
+    # A step prints one JSON document: the whole output (pretty-printed), else its last line.
+    entry["result"] = None
+    for candidate in (text, lines[-1] if lines else ""):
+        try:
+            entry["result"] = json.loads(candidate)
+            break
+        except json.JSONDecodeError:
+            continue
+    if entry["result"] is None:
         entry["stdout_tail"] = text[-2000:]
     if entry["rc"] not in (0, None):
         entry["stderr_tail"] = (work / f"{name}.err").read_text(errors="replace")[-2000:]

@@ -32,7 +32,7 @@ sample inputs are checked with ``torch.load(weights_only=True)``). Files written
 says how to export the model instead.
 
 **ONNX** models (``.onnx``, the format most community restoration models are also published in)
-run on ``onnxruntime`` (the optional ``onnx`` extra: ``pip install 'agentir[onnx]'``), CPU or
+run on ``onnxruntime`` (the optional ``onnx`` extra: ``pip install 'agentir-restore[onnx]'``), CPU or
 CUDA execution provider by ``device``. An ONNX file is a protobuf graph of standard operators:
 loading it runs no Python code, and no custom-operator library is ever registered. The model
 must take one image tensor ``N x 3 x H x W`` (float32 or float16) and return one; fixed sizes
@@ -335,7 +335,7 @@ def check_model_file(spec: PluginSpec) -> None:
 
 
 #: the install hint for the optional ONNX runtime.
-_ONNX_HOWTO = "install the ONNX runtime: pip install 'agentir[onnx]' (or pip install onnxruntime)"
+_ONNX_HOWTO = "install the ONNX runtime: pip install 'agentir-restore[onnx]' (or pip install onnxruntime)"
 
 
 def _onnxruntime(spec: PluginSpec) -> Any:

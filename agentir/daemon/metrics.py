@@ -94,7 +94,7 @@ def _version() -> str:
     try:
         from importlib.metadata import version
 
-        return version("agentir")
+        return version("agentir-restore")
     except Exception:  # not installed as a distribution (a source checkout on sys.path)
         return "unknown"
 

@@ -131,6 +131,6 @@ def test_missing_onnxruntime_names_the_extra(tmp_path: Path, monkeypatch: pytest
     """Without onnxruntime importable, an ONNX plug-in says which extra to install."""
     _model(tmp_path / "m.onnx")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
-    with pytest.raises(PluginError, match=r"onnxruntime is not installed; install the ONNX runtime: pip install 'agentir\[onnx\]'"):
+    with pytest.raises(PluginError, match=r"onnxruntime is not installed; install the ONNX runtime: pip install 'agentir-restore\[onnx\]'"):
         load_plugins(_toml(tmp_path / "p.toml"))
     assert "pl_onnx" not in TOOLS

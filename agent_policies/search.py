@@ -77,7 +77,7 @@ class Finish:
     """Action: the job is done; ``image`` is the result."""
 
     image: BlobRef
-    status: str  # "success" | "nothing_to_do" | "fallback"
+    status: str  # "success" | "nothing_to_do" | "fallback" | "kept_input" (a result predicted worse than the input)
 
 
 Action = Execute | Finish
@@ -100,6 +100,9 @@ class _Node:
     order: list[str] = field(default_factory=list)
     failed_first: set[str] = field(default_factory=set)
     failures: list[_Attempt] = field(default_factory=list)
+    #: The judge's predicted PSNR gain (dB) of the step that made this node from its parent:
+    #: 0.0 for a step that kept its input, None for an unjudged step (and the root).
+    gain: float | None = None
 
 
 class Search:
@@ -237,6 +240,7 @@ class Search:
             if best_c is None or best_c.image is None:
                 raise ValueError(f"reflection verdict {verdict!r} for node {node_id} names no output image")
             child = self._new_node(parent=node.id, image=best_c.image, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
+            child.gain = best_c.gain
             return self._advance(child)
         return self._failed(node, subtask, best_c)
 
@@ -303,6 +307,7 @@ class Search:
             if kept is not None:
                 self._event("keep_improved", node=node.id, subtask=subtask)
                 child = self._new_node(parent=node.id, image=kept, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
+                child.gain = best.gain if best is not None else None
                 return self._advance(child)
         if self.greedy or not self.budget.rollback:
             # Keep the least-bad output (if it helped) and move on without backtracking.
@@ -310,6 +315,7 @@ class Search:
             image = kept if kept is not None else node.image
             self._event("keep_failed" if kept is not None else "skip", node=node.id, subtask=subtask)
             child = self._new_node(parent=node.id, image=image, done=node.done + (subtask,), remaining=tuple(node.order[1:]), via=subtask)
+            child.gain = (best.gain if best is not None else None) if kept is not None else 0.0
             return self._advance(child)
         if self.rollbacks >= self.budget.max_rollbacks:
             self._event("budget", reason="rollback budget", node=node.id)
@@ -354,21 +360,44 @@ class Search:
         self.greedy = True
         deepest = max(self.nodes.values(), key=lambda n: (len(n.done), -n.id))
         image, done = deepest.image, deepest.done
+        gain: float | None = 0.0
         helpful = [(a, best, kept) for a in deepest.failures if (best := a.best) is not None and (kept := self._helped(a.subtask, best)) is not None]
         if helpful:
             pick, _, kept = min(helpful, key=lambda t: (level_index(t[1].level), t[1].score))
-            image, done = kept, done + (pick.subtask,)
+            image, done, gain = kept, done + (pick.subtask,), pick.best.gain if pick.best is not None else None
         failed_here = {a.subtask for a in deepest.failures}
         given_up = [s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s in failed_here and s not in done]
         remaining = tuple(s for s in dict.fromkeys((*deepest.order, *deepest.remaining)) if s not in done and s not in failed_here)
         self._event("fallback", node=deepest.id, done=list(done), given_up=given_up, remaining=list(remaining))
         node = self._new_node(parent=deepest.id, image=image, done=done, remaining=remaining)
+        node.gain = gain
         if self._out_of_budget() or not remaining:
             return self._finish(node.image, "fallback")
         return self._advance(node)
 
+    def _predicted_gain(self, node: _Node) -> float | None:
+        """The judge's predicted gain of the whole path from the input to ``node`` (the sum of its
+        steps'), or None when a step on it was not judged."""
+        total = 0.0
+        while node.parent is not None:
+            if node.gain is None:
+                return None
+            total += node.gain
+            node = self.nodes[node.parent]
+        return total
+
     def _finish(self, image: BlobRef, status: str) -> Finish:
         final = max((n for n in self.nodes.values() if n.image == image), key=lambda n: len(n.done), default=None)
+        if final is not None and final.parent is not None:
+            # Do no harm: a result the judge predicts worse than the input (by more than the
+            # step veto's margin) is not returned; the input is.
+            predicted = self._predicted_gain(final)
+            limit = float(getattr(self.reflection, "min_db", 0.0))
+            if predicted is not None:
+                self.trace["predicted_gain_db"] = round(predicted, 3)
+                if predicted < limit:
+                    self._event("kept_input", node=final.id, predicted_gain_db=round(predicted, 3), limit_db=limit)
+                    image, status, final = self._root.image, "kept_input", self._root
         self.trace["status"] = status
         self.trace["done"] = list(final.done) if final else []
         self.trace["tool_calls"] = self.tool_calls

@@ -41,7 +41,11 @@ class Trace(TypedDict, total=False):
         plan: the first order of subtasks; ``done`` the subtasks of the result, in order.
         steps: every judged tool output; ``events`` every other decision (rollbacks, re-plans,
             fallbacks, policy notes), each ``{"type": ..., ...}``.
-        status: ``success``, ``nothing_to_do`` or ``fallback``.
+        status: ``success``, ``nothing_to_do``, ``fallback``, or ``kept_input`` (the judge
+            predicted the result worse than the input by more than its margin, so the input is
+            the result; the ``kept_input`` event says by how much).
+        predicted_gain_db: with a judging reflection, the judge's predicted gain of the result
+            over the input (the sum of its steps' predicted gains).
         tool_calls, rollbacks: counts; ``search_seconds``, ``perception_seconds``, ``seconds``
             (the whole job) timings.
         job: the job id.
@@ -56,6 +60,7 @@ class Trace(TypedDict, total=False):
     steps: list[StepRecord]
     events: list[dict[str, Any]]
     status: str
+    predicted_gain_db: float
     done: list[str]
     tool_calls: int
     rollbacks: int

@@ -94,6 +94,8 @@ def _summary(rel: Path, trace: dict[str, Any]) -> str:
     found = [f"{d}={lv}" for d, lv in trace.get("perception", {}).items() if is_present(lv)]
     plan = " > ".join(trace.get("plan", [])) or "-"
     done = " > ".join(trace.get("done", [])) or "-"
+    if trace.get("status") == "kept_input":
+        done = f"- (the result was predicted {-float(trace.get('predicted_gain_db', 0.0)):.1f} dB worse than the input: the input is kept)"
     return (
         f"{rel.as_posix()}: found {', '.join(found) or 'nothing to fix'}; plan {plan}; done {done}; "
         f"{trace.get('tool_calls', 0)} tool calls, {trace.get('rollbacks', 0)} rollbacks, "

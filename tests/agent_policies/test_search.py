@@ -233,3 +233,56 @@ def test_first_success_reflection_accepts_the_first_low_output():
     strict = make({"noise": "high"})
     _, calls = run(strict, lambda s, t, d: "low")
     assert len(calls) == 2  # the paper's rule tries the next tool unless very_low
+
+
+def _judged(present: dict[str, str]) -> Search:
+    from agent_policies.reflection import JudgeReflection
+
+    return Search(
+        image=ref(),
+        levels=levels(**present),
+        scores={d: 3.0 if d in present else 0.0 for d in DEGRADATIONS},
+        planner=RulesPlanner(),
+        reflection=JudgeReflection(),
+        tools=lambda d: [f"{d}.{t}" for t in ("t1", "t2")],
+        budget=Budget(),
+    )
+
+
+def run_judged(search: Search, gain) -> Finish:
+    """Like :func:`run`, every output rated very_low, with the judge's predicted gain ``gain(subtask, tool)``."""
+    action = search.start()
+    while isinstance(action, Execute):
+        outputs = [Candidate(tool=t, image=ref(), level="very_low", score=0.0, gain=gain(action.subtask, t)) for t in action.tools]
+        candidates = [*action.prior, *outputs]
+        verdict, best = search.reflection.judge(action.subtask, candidates, remaining=len(action.remaining))
+        action = search.on_reflected(action.node, action.subtask, candidates, verdict, best)
+    assert isinstance(action, Finish)
+    return action
+
+
+def test_a_result_the_judge_predicts_worse_than_the_input_returns_the_input():
+    """Do no harm: two accepted steps of -1.5 dB each (each within the step veto's 2 dB margin) add up
+    to -3 dB, so the job returns its input, says so in its status and records the prediction."""
+    search = _judged({"noise": "high", "dark": "medium"})
+    root = search.nodes[0].image
+    finish = run_judged(search, lambda s, t: -1.5)
+    assert finish.status == "kept_input" and finish.image == root
+    assert search.trace["done"] == [] and search.trace["predicted_gain_db"] == -3.0
+    (event,) = [e for e in search.trace["events"] if e["type"] == "kept_input"]
+    assert event["predicted_gain_db"] == -3.0 and event["limit_db"] == -2.0
+
+
+def test_a_result_predicted_better_overall_is_kept_even_with_one_losing_step():
+    """A -1.5 dB step after a +4 dB one: +2.5 dB in all, the result stands."""
+    search = _judged({"noise": "high", "dark": "medium"})
+    finish = run_judged(search, lambda s, t: 4.0 if s == "noise" else -1.5)
+    assert finish.status == "success" and finish.image != search.nodes[0].image
+    assert search.trace["predicted_gain_db"] == 2.5 and search.trace["done"] == ["noise", "dark"]
+
+
+def test_unjudged_steps_never_trigger_the_input_rule():
+    """Without predicted gains (the paper's reflection) a result is never swapped for the input."""
+    search = make({"noise": "high"})
+    finish, _ = run(search, lambda s, t, d: "very_low")
+    assert finish.status == "success" and "predicted_gain_db" not in search.trace

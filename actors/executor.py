@@ -10,7 +10,9 @@ tiled, capped, retried on failure and placed on devices is the scheduler's busin
 Cancellation. A :class:`~bus.messages.JobCancel` on the execute subject drops the job's queued
 units at once (:meth:`Executor.cancel`); a batch already running finishes, its results for the
 job are discarded, and no ``StepExecuted`` is published for the job. Steps of a cancelled job
-that arrive later are dropped.
+that arrive later are dropped. The execute subject is a queue group (one executor of several
+gets the cancel), so the executor that gets it passes it on to :data:`CANCEL_BROADCAST`, which
+every executor subscribes to without a group: on several workers every executor drops the job.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.abc
 import numpy as np
 import structlog
 
@@ -42,7 +45,11 @@ from bus.blobs import BlobStore
 from bus.messages import Candidate, ExecuteStep, JobCancel, StepExecuted, Subjects
 
 # from_batch, to_batch and tool_device live in actors.scheduler; still importable from here.
-__all__ = ["Executor", "from_batch", "to_batch", "tool_device"]
+__all__ = ["CANCEL_BROADCAST", "Executor", "from_batch", "to_batch", "tool_device"]
+
+#: Subject every executor reads (no queue group): a job's cancellation reaches all of them.
+CANCEL_BROADCAST = Subjects.EXECUTE_CANCEL
+
 
 log = structlog.get_logger(__name__)
 
@@ -123,11 +130,32 @@ class Executor(Actor):
             raise RuntimeError("executor is not running")
         self.task_group.start_soon(fn, *args)
 
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """As :meth:`Actor.run`, also reading :data:`CANCEL_BROADCAST` (every executor's copy)."""
+        cancels = await self.bus.subscribe(CANCEL_BROADCAST, max_pending=self.mailbox_size)
+
+        async def read_cancels() -> None:
+            async for d in cancels:
+                if isinstance(d.message, JobCancel):
+                    self.cancel(d.message.job)
+                await d.ack()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_cancels)
+                await super().run(task_status=task_status)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await cancels.close()
+
     # -- messages ----------------------------------------------------------------------------
     async def handle(self, delivery: Delivery) -> None:
         match delivery.message:
             case JobCancel(job=job):
                 self.cancel(job)
+                # The execute subject's group gave this cancel to one executor: tell them all.
+                await self.bus.publish(CANCEL_BROADCAST, delivery.message, correlation_id=job, cause=delivery.envelope.id)
             case ExecuteStep() as step:
                 if self.scheduler.is_cancelled(step.job):
                     log.info("executor.step_dropped", job=step.job, node=step.node)

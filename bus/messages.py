@@ -24,7 +24,8 @@ class Subjects:
     SUBMIT = "agentir.job.submit"  # JobSubmitted            -> Perceiver (queue group)
     PERCEIVE = "agentir.perceive"  # PerceiveRequest (request/reply) -> Perceiver
     PLAN = "agentir.plan"  # Perceived, Reflected       -> Planner
-    EXECUTE = "agentir.execute"  # ExecuteStep            -> Executor (queue group)
+    EXECUTE = "agentir.execute"  # ExecuteStep, JobCancel -> Executor (queue group)
+    EXECUTE_CANCEL = "agentir.execute.cancel"  # JobCancel    -> every Executor (no group)
     REFLECT = "agentir.reflect"  # StepExecuted           -> Reflector (queue group)
     EVENTS = "agentir.job.events"  # JobProgress, JobFinished, JobFailed -> clients
 
@@ -172,7 +173,9 @@ class JobFailed(Message):
 class JobCancel(Message):
     """Stop ``job``: the Planner drops its search and the Executor its queued tool work.
 
-    Sent to the plan subject by a client; the Planner passes it on to the execute subject.
+    Sent to the plan subject by a client; the Planner passes it on to the execute subject, and
+    the executor its queue group picks passes it on to ``Subjects.EXECUTE_CANCEL``, which every
+    executor reads (on several workers, each drops the job's queued work).
     """
 
     job: str = ""

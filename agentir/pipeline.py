@@ -34,6 +34,7 @@ from bus.memory import InMemoryBus
 from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
 
 if TYPE_CHECKING:
+    from actors.executor import Executor
     from actors.scheduler import BatchStats
     from agentir.stream.api import FrameStream
 
@@ -332,14 +333,21 @@ class Restorer:
         stats["jobs_in_flight"] = len(self._waiters)
         return stats
 
-    def executor_stats(self) -> BatchStats | None:
-        """The running Executor's batch counters, recent batch sizes included; None when none runs."""
+    @property
+    def executor(self) -> Executor | None:
+        """The in-process Executor actor (its scheduler batches tool calls); None when this
+        Restorer runs none (not entered, or a remote bus whose workers execute)."""
         if self._supervisor is None:
             return None
         from actors.executor import Executor  # imported already: the supervisor built the actors
 
         executor = self._supervisor.actors.get("executor")
-        return executor.stats() if isinstance(executor, Executor) else None
+        return executor if isinstance(executor, Executor) else None
+
+    def executor_stats(self) -> BatchStats | None:
+        """The running Executor's batch counters, recent batch sizes included; None when none runs."""
+        executor = self.executor
+        return executor.stats() if executor is not None else None
 
     def stream(self, frames: Any, **options: Any) -> FrameStream:
         """Restore a video stream, plans reused across frames: ``async for r in restorer.stream(frames)``.
@@ -350,13 +358,12 @@ class Restorer:
         held parameters share the Executor's batches with other streams and jobs. See
         :mod:`agentir.stream.api`.
         """
-        from actors.executor import Executor
         from agentir.stream.api import stream_frames
 
         if self._tg is None:
             raise RuntimeError("Restorer was not entered")
-        executor = self._supervisor.actors.get("executor") if self._supervisor is not None else None
-        scheduler = executor.scheduler if isinstance(executor, Executor) else None
+        executor = self.executor
+        scheduler = executor.scheduler if executor is not None else None
         return stream_frames(self, frames, spawn=self._tg.start_soon, scheduler=scheduler, **options)
 
     async def perceive(self, image: np.ndarray, *, timeout: float = 60.0) -> Perceived:

@@ -240,10 +240,8 @@ class _StreamSocket:
             yield frame
 
     async def process(self) -> None:
-        from actors.executor import Executor
-
-        executor = self.daemon.restorer._supervisor.actors.get("executor") if self.daemon.restorer._supervisor is not None else None
-        scheduler = executor.scheduler if isinstance(executor, Executor) else None
+        executor = self.daemon.restorer.executor
+        scheduler = executor.scheduler if executor is not None else None
         async with StreamEngine(self.daemon.restorer, self.config, scheduler=scheduler, stream_id=self.id) as engine:
             async for frame in self.frames():
                 result = await engine.process(frame)

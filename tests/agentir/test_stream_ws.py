@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -138,9 +139,17 @@ class RawWebSocket:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, url: str, path: str) -> RawWebSocket:
+    async def connect(cls, url: str, path: str, *, buffer: int = 0) -> RawWebSocket:
+        """Open the socket; ``buffer`` > 0 caps its kernel send and receive buffers (bytes), so
+        that backpressure shows after a few frames instead of megabytes."""
         host, port = url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -205,6 +214,54 @@ async def test_client_that_stops_reading_gets_drops_not_unbounded_memory(tmp_pat
     assert s["outbound_peak"] <= stream_ws.OUTBOUND
     indices = [r.index for r in results]
     assert indices == sorted(indices)
+
+
+async def test_every_frame_client_that_stops_reading_is_slowed_down_and_loses_nothing(tmp_path: Path) -> None:
+    """An every-frame client that sends without reading: the daemon's queues fill, it stops
+    reading the socket, and the client's sends block (TCP backpressure), long before all frames
+    are sent; once the client reads again, every frame arrives, in order, none dropped."""
+    frames = darken(pan("rocket", 4))
+    h, w = frames[0].shape[:2]
+    total = 400  # ~80 MB of raw frames: far more than the queues and the capped socket buffers hold
+    async with daemon_at(tmp_path) as daemon:
+        ws = await RawWebSocket.connect(daemon.url, "/v1/stream", buffer=1 << 16)
+        try:
+            await ws.send(encode(StreamStart(realtime=False, output="rgb", reperceive_every=0)))
+            sent = 0
+            stalled = False
+            with anyio.fail_after(120):
+                while sent < total:
+                    with anyio.move_on_after(3) as scope:
+                        await ws.send(encode(StreamFrameIn(data=frames[sent % 4].tobytes(), format="rgb", width=w, height=h)))
+                    if scope.cancelled_caught:
+                        stalled = True  # this frame's bytes are half written: the rest follow below
+                        break
+                    sent += 1
+            assert stalled, f"all {total} frames were accepted without the client reading: no backpressure"
+            assert sent < total // 2, sent
+            print(f"sends blocked after {sent} frames")
+
+            messages: list[Any] = []
+
+            async def read() -> None:
+                while (data := await ws.recv()) is not None:
+                    messages.append(decode(data).message)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                with anyio.fail_after(120):
+                    await ws.writer.drain()  # the stalled frame goes out once the daemon reads again
+                    sent += 1
+                    await ws.send(encode(StreamEnd()))
+        finally:
+            ws.close()
+    results = [m for m in messages if isinstance(m, StreamResultOut)]
+    summary = messages[-1]
+    assert isinstance(summary, StreamSummaryOut), messages[-1]
+    s = summary.summary
+    assert s["frames_in"] == sent and s["dropped"] == 0
+    assert [r.index for r in results] == list(range(sent))
+    assert s["outbound_peak"] <= stream_ws.OUTBOUND
 
 
 async def test_concurrent_streams_share_the_executor(tmp_path: Path) -> None:

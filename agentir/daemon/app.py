@@ -534,6 +534,8 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/info", console.info)
     app.router.add_get("/v1/jobs/{id}/previews", console.previews)
     app.router.add_get("/v1/jobs/{id}/previews/{name}", console.preview)
+    app.router.add_get("/v1/streams", console.streams)
+    app.router.add_get("/v1/streams/{id}/preview.jpg", console.stream_preview)
     return app  # every route here has an entry in agentir.daemon.openapi.OPERATIONS (a test checks)
 
 

@@ -257,6 +257,24 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         responses={200: ("the JPEG", {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}), 404: "no such job or preview"},
     ),
+    Operation(
+        "GET",
+        "/v1/streams",
+        "listStreams",
+        "The video streams open on /v1/stream now: counters, live fps, drops, latency, the tool chain",
+        responses={200: ("the open streams, oldest first", _json("Streams"))},
+    ),
+    Operation(
+        "GET",
+        "/v1/streams/{id}/preview.jpg",
+        "getStreamPreview",
+        "The stream's latest restored frame as a small JPEG (at most 320 px wide, refreshed up to 4 times a second)",
+        parameters=({"name": "id", "in": "path", "required": True, "description": "the stream id (from GET /v1/streams)", "schema": {"type": "string"}},),
+        responses={
+            200: ("the JPEG", {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}),
+            404: "no such open stream, or no frame restored yet",
+        },
+    ),
 )
 
 _NULLABLE_TIME = {"type": ["number", "null"], "description": "unix seconds, null when unset"}
@@ -282,6 +300,37 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "state"],
         "properties": {"id": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)}},
+    },
+    "Streams": {
+        "type": "object",
+        "required": ["streams"],
+        "properties": {
+            "streams": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "client", "mode", "opened", "opened_at", "frames_in", "frames_out", "dropped", "errors", "fps", "chain", "preview"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "client": {"type": "string"},
+                        "mode": {"type": "string", "enum": ["realtime", "every-frame"]},
+                        "opened": {"type": "number", "description": "unix seconds"},
+                        "opened_at": {"type": "string", "format": "date-time", "description": "RFC 3339 UTC"},
+                        "frames_in": {"type": "integer"},
+                        "frames_out": {"type": "integer"},
+                        "dropped": {"type": "integer", "description": "frames dropped (realtime: newest wins; results a slow client did not read)"},
+                        "errors": {"type": "integer", "description": "frames that could not be decoded or restored"},
+                        "fps": {"type": "number", "description": "results per second over the last 2 s"},
+                        "latency_ms_p50": {"type": ["number", "null"], "description": "median latency of the last 32 frames"},
+                        "chain": {"type": "array", "items": {"type": "string"}, "description": "the tools run on the last frame"},
+                        "width": {"type": ["integer", "null"]},
+                        "height": {"type": ["integer", "null"]},
+                        "preview": {"type": ["string", "null"], "description": "URL of the latest frame's preview JPEG; null before the first"},
+                        "preview_seq": {"type": "integer", "description": "changes when the preview does"},
+                    },
+                },
+            }
+        },
     },
     "Cancelled": {
         "type": "object",

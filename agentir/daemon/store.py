@@ -92,6 +92,15 @@ CREATE INDEX IF NOT EXISTS jobs_client ON jobs(client, state);
 
 
 # ----------------------------------------------------------------------------- errors
+
+
+def rfc3339(t: float) -> str:
+    """Unix seconds as RFC 3339 UTC with milliseconds (``2026-12-08T01:02:03.456Z``)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class StoreError(Exception):
     """Base of the job store's errors; ``status`` is the HTTP status the daemon answers with."""
 
@@ -225,11 +234,9 @@ class JobRecord:
             "finished": self.finished,
             "attempts": self.attempts,
         }
-        from datetime import UTC, datetime
-
         for name in ("created", "started", "finished"):  # RFC 3339 UTC beside each unix time
             t = out[name]
-            out[f"{name}_at"] = None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            out[f"{name}_at"] = None if t is None else rfc3339(t)
         if self.error:
             out["error"] = self.error
         if with_trace:

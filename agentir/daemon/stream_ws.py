@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["ACTIVE", "INBOUND", "MAX_STREAMS", "OUTBOUND", "decode_frame", "stream_route"]
+__all__ = ["ACTIVE", "INBOUND", "MAX_STREAMS", "OUTBOUND", "decode_frame", "stream_preview", "stream_route", "streams_status"]
 
 #: Streams open at once per process (all daemons in it).
 MAX_STREAMS = 8
@@ -64,8 +64,11 @@ OUTBOUND = 8
 MAX_FRAME_BYTES = 64 << 20
 #: Largest frame in pixels (a decompression bomb is refused before decoding).
 MAX_FRAME_PIXELS = 40_000_000
-#: Stream ids open now (tests and metrics read it).
-ACTIVE: set[str] = set()
+#: Streams open now, by id (tests, metrics and ``GET /v1/streams`` read it).
+ACTIVE: dict[str, _StreamSocket] = {}
+#: Width of the console's live preview JPEG, and how often it is refreshed (seconds).
+PREVIEW_WIDTH = 320
+PREVIEW_EVERY = 0.25
 
 _FORMATS = ("jpeg", "png", "rgb")
 
@@ -120,6 +123,21 @@ def encode_frame(image: np.ndarray, fmt: str) -> bytes:
     if not ok:
         raise ValueError(f"cannot encode the result as {fmt}")
     return buf.tobytes()
+
+
+def _preview_jpeg(image: np.ndarray) -> bytes:
+    """A small JPEG of a restored frame for the console (at most :data:`PREVIEW_WIDTH` wide)."""
+    h, w = image.shape[:2]
+    if w > PREVIEW_WIDTH:
+        image = cv2.resize(image, (PREVIEW_WIDTH, max(1, round(h * PREVIEW_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise ValueError("cannot encode the preview")
+    return buf.tobytes()
+
+
+def _encode_result(image: np.ndarray, fmt: str, preview: bool) -> tuple[bytes, bytes | None]:
+    return encode_frame(image, fmt), (_preview_jpeg(image) if preview else None)
 
 
 class _Outbox:
@@ -186,6 +204,15 @@ class _StreamSocket:
         self.formats: dict[int, str] = {}
         self.summary = StreamSummary(source=f"ws:{client}", sink="ws", mode="every-frame")
         self.t0 = time.perf_counter()
+        self.opened = time.time()
+        #: Monotonic times of the last results (the live fps), the last result's chain and size.
+        self.out_times: deque[float] = deque(maxlen=64)
+        self.chain: list[str] = []
+        self.size: tuple[int, int] | None = None
+        #: The latest restored frame as a small JPEG (the console's live preview), and when made.
+        self.preview: bytes | None = None
+        self.preview_at = -1.0
+        self.preview_seq = 0
         #: Cancels the stream's tasks (set by the handler): a client that went away frees everything.
         self.cancel_scope: anyio.CancelScope | None = None
 
@@ -204,6 +231,34 @@ class _StreamSocket:
                 if self.cancel_scope is not None:
                     self.cancel_scope.cancel()
                 return
+
+    def status(self) -> dict[str, object]:
+        """What the console's stream list shows: counters, live fps and latency, the chain."""
+        from agentir.daemon.store import rfc3339
+
+        now = time.monotonic()
+        recent = [t for t in self.out_times if now - t <= 2.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else 0.0
+        latencies = self.summary.latencies_ms[-32:]
+        dropped = (self.slot.dropped if self.slot is not None else 0) + self.outbox.dropped
+        return {
+            "id": self.id,
+            "client": self.client,
+            "mode": "realtime" if self.config.realtime else "every-frame",
+            "opened": round(self.opened, 3),
+            "opened_at": rfc3339(self.opened),
+            "frames_in": self.frames_in,
+            "frames_out": self.summary.frames_out,
+            "dropped": dropped,
+            "errors": self.summary.errors,
+            "fps": round(fps, 2),
+            "latency_ms_p50": round(float(np.median(latencies)), 2) if latencies else None,
+            "chain": self.chain,
+            "width": self.size[0] if self.size else None,
+            "height": self.size[1] if self.size else None,
+            "preview": f"/v1/streams/{self.id}/preview.jpg" if self.preview is not None else None,
+            "preview_seq": self.preview_seq,
+        }
 
     def start(self, msg: StreamStart | None) -> None:
         if msg is not None:
@@ -266,8 +321,15 @@ class _StreamSocket:
             return
         fmt = self.output or self.formats.get(result.index, "png")
         self.formats.pop(result.index, None)
-        data = await anyio.to_thread.run_sync(encode_frame, result.image, fmt)
+        now = time.monotonic()
+        want_preview = now - self.preview_at >= PREVIEW_EVERY
+        data, preview = await anyio.to_thread.run_sync(_encode_result, result.image, fmt, want_preview)
+        if preview is not None:
+            self.preview, self.preview_at = preview, now
+            self.preview_seq += 1
+        self.out_times.append(now)
         h, w = result.image.shape[:2]
+        self.chain, self.size = list(result.chain), (w, h)
         meta = result.meta()
         meta["dropped"] = (self.slot.dropped if self.slot is not None else 0) + self.outbox.dropped
         self.summary.frames_out += 1
@@ -313,7 +375,7 @@ async def stream_handler(daemon: Daemon, request: web.Request) -> web.StreamResp
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES + (64 << 10), heartbeat=30.0)
     await ws.prepare(request)
     sock = _StreamSocket(daemon, ws, daemon.client_of(request))
-    ACTIVE.add(sock.id)
+    ACTIVE[sock.id] = sock
     daemon.sockets.add(ws)
     log.info("stream.connected", client=sock.client, stream=sock.id)
     try:
@@ -383,7 +445,7 @@ async def stream_handler(daemon: Daemon, request: web.Request) -> web.StreamResp
             if not processing:
                 sock.outbox.close()
     finally:
-        ACTIVE.discard(sock.id)
+        ACTIVE.pop(sock.id, None)
         daemon.sockets.discard(ws)
         sock.inbox_send.close()
         sock.inbox_recv.close()
@@ -391,6 +453,25 @@ async def stream_handler(daemon: Daemon, request: web.Request) -> web.StreamResp
     if not ws.closed:
         await ws.close()
     return ws
+
+
+def streams_status(daemon: Daemon) -> list[dict[str, object]]:
+    """The open streams of ``daemon``, oldest first (``GET /v1/streams``)."""
+    return [sock.status() for sock in sorted(ACTIVE.values(), key=lambda s: s.opened) if sock.daemon is daemon]
+
+
+def stream_preview(daemon: Daemon, stream: str) -> bytes:
+    """The latest restored frame of ``stream`` as a small JPEG (``GET /v1/streams/{id}/preview.jpg``).
+
+    Raises:
+        ApiError: 404 for a stream that is not open here, or has restored no frame yet.
+    """
+    sock = ACTIVE.get(stream)
+    if sock is None or sock.daemon is not daemon:
+        raise ApiError(404, f"no open stream {stream!r}; GET /v1/streams lists the open ones")
+    if sock.preview is None:
+        raise ApiError(404, f"stream {stream} has restored no frame yet; try again in a moment")
+    return sock.preview
 
 
 def stream_route(daemon: Daemon) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

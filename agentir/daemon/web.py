@@ -9,6 +9,9 @@
   offers; the API checks every value again).
 * ``GET /v1/jobs/{id}/previews`` and ``GET /v1/jobs/{id}/previews/{name}``: the JPEG previews of
   :mod:`agentir.daemon.previews` (input copy, candidate thumbnails) and their index.
+* ``GET /v1/streams`` and ``GET /v1/streams/{id}/preview.jpg``: the open ``/v1/stream`` video
+  streams (fps, drops, latency, chain) and each one's latest restored frame, for the console's
+  live view.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ _TYPES = {
 }
 
 #: The files the console consists of (anything else under /console/ is a 404).
-CONSOLE_FILES = ("index.html", "app.js", "api.js", "dom.js", "live.js", "msgpack.js", "views.js", "job.js", "tree.js", "style.css", "favicon.svg")
+CONSOLE_FILES = ("index.html", "app.js", "api.js", "dom.js", "live.js", "msgpack.js", "views.js", "job.js", "tree.js", "streams.js", "style.css", "favicon.svg")
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,19 @@ class ConsoleRoutes:
     async def preview(self, request: web.Request) -> web.Response:
         """``GET /v1/jobs/{id}/previews/{name}``: one preview JPEG."""
         return await job_preview(self.daemon, request.match_info["id"], request.match_info["name"])
+
+    async def streams(self, request: web.Request) -> web.Response:
+        """``GET /v1/streams``: the open video streams with live fps, drops and latency."""
+        from agentir.daemon.stream_ws import streams_status
+
+        return web.json_response({"streams": streams_status(self.daemon)})
+
+    async def stream_preview(self, request: web.Request) -> web.Response:
+        """``GET /v1/streams/{id}/preview.jpg``: the stream's latest restored frame, small."""
+        from agentir.daemon.stream_ws import stream_preview
+
+        body = stream_preview(self.daemon, request.match_info["id"])
+        return web.Response(body=body, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 async def api_info(daemon: Daemon) -> web.Response:

@@ -45,6 +45,17 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 DEGRADED = ROOT / "examples" / "degraded" / "astronaut.png"  # one quick jpeg step
 TIMEOUT_MS = 30_000
+#: Where the tests leave their screenshots for people to look at (git-ignored).
+SHOTS = Path(os.environ.get("AGENTIR_SCREENSHOTS", ROOT / "out" / "screenshots"))
+
+
+async def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot in ``tmp_path`` and a copy in :data:`SHOTS`; returns the first."""
+    path = tmp_path / name
+    await page.screenshot(path=str(path), full_page=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, SHOTS / name)
+    return path
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -149,8 +160,7 @@ async def test_token_upload_live_progress_tree_and_before_after(browser, tmp_pat
         assert after_w == trace.get("width", after_w) or after_w >= 256
         await page.fill("#cmp-slider", "20")
         await page.evaluate("window.scrollTo(0, 0)")  # the sticky header at the top of the full-page shot
-        await page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
-        assert (tmp_path / "console.png").stat().st_size > 10_000
+        assert (await screenshot(page, tmp_path, "console.png")).stat().st_size > 10_000
 
         daemon.config.token = "rotated"  # the token expires: the daemon now wants another one
         await page.goto(f"{daemon.url}/#/jobs")
@@ -314,4 +324,53 @@ async def test_several_images_at_once_each_get_a_job_and_live_state(browser, tmp
         assert {j["policy"] for j in jobs} == {"rules"} and {j["state"] for j in jobs} == {"done"} and len(jobs) == 2
         await page.click(".upload[data-name='coffee.png'] a")
         await page.locator("#main[data-loaded='done']").wait_for()
+        assert log.only() == []
+
+
+async def test_a_live_stream_shows_its_latest_frame_fps_and_drops(browser, tmp_path):
+    """A stream sent to /v1/stream appears on #/streams with a preview of its restored frames, a
+    live fps and its counters; when it ends, its card goes and the page says none is open."""
+    from test_stream_helpers import darken, pan
+
+    from agentir.stream.messages import StreamEnd, StreamFrameIn, StreamStart
+    from bus.codec import encode
+
+    frames = darken(pan("rocket", 8))
+    h, w = frames[0].shape[:2]
+    async with session(browser, tmp_path) as (daemon, page, log), aiohttp.ClientSession() as http:
+        await page.goto(f"{daemon.url}/#/streams")
+        await page.locator("#streams-empty").wait_for(state="visible")
+        async with http.ws_connect(daemon.url + "/v1/stream") as ws:
+            stop = anyio.Event()
+
+            async def send() -> None:
+                await ws.send_bytes(encode(StreamStart(reperceive_every=0, output="jpeg")))
+                i = 0
+                while not stop.is_set() and i < 600:
+                    await ws.send_bytes(encode(StreamFrameIn(data=frames[i % len(frames)].tobytes(), format="rgb", width=w, height=h)))
+                    i += 1
+                    await anyio.sleep(0.08)
+                await ws.send_bytes(encode(StreamEnd()))
+
+            async def drain() -> None:
+                async for _ in ws:
+                    pass
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send)
+                tg.start_soon(drain)
+                card = page.locator("article.stream")
+                await card.wait_for()
+                assert await wait_images_loaded(page, "article.stream img.stream-preview") == 1
+                await page.wait_for_function("() => parseFloat(document.querySelector('.stream-fps').textContent) > 1")
+                await page.wait_for_function("() => parseInt(document.querySelector('article.stream').dataset.frames, 10) >= 10")
+                text = await card.inner_text()
+                assert "every-frame" in text and "dropped" in text and "fps" in text, text
+                chain = await page.locator("article.stream dt:text-is('chain') + dd").inner_text()
+                assert chain and chain != "(nothing to fix)", chain  # a dark stream gets a chain
+                assert await page.locator("#streams-empty").is_hidden()
+                assert (await screenshot(page, tmp_path, "console_streams.png")).stat().st_size > 5_000
+                stop.set()
+        await page.locator("article.stream").wait_for(state="detached")
+        await page.locator("#streams-empty").wait_for(state="visible")
         assert log.only() == []

@@ -300,3 +300,53 @@ async def test_concurrent_streams_share_the_executor(tmp_path: Path) -> None:
         assert (results[0].height, results[0].width) == (512, 512)
     # Each stream ran bicubic_sr through the shared scheduler for its frames (plus the agents' own calls).
     assert after.units - before.units >= 2 * len(frames)
+
+
+async def test_open_streams_are_listed_with_live_counters_and_a_preview(tmp_path: Path) -> None:
+    """GET /v1/streams lists an open stream (frames, fps, chain); its preview is a small JPEG of the
+    latest restored frame; an unknown stream is a 404; the list empties when the stream ends."""
+    frames = darken(pan("rocket", 6))
+    async with daemon_at(tmp_path) as daemon, aiohttp.ClientSession(base_url=daemon.url) as http:
+        async with http.get("/v1/streams") as r:
+            assert r.status == 200 and (await r.json()) == {"streams": []}
+        async with http.ws_connect("/v1/stream") as ws:
+            await ws.send_bytes(encode(StreamStart(reperceive_every=0)))
+            got = 0
+            for f in frames:
+                await ws.send_bytes(encode(StreamFrameIn(data=png(f))))
+            with anyio.fail_after(60):
+                async for msg in ws:
+                    if isinstance(decode(msg.data).message, StreamResultOut):
+                        got += 1
+                        if got == len(frames):
+                            break
+            async with http.get("/v1/streams") as r:
+                streams = (await r.json())["streams"]
+            assert len(streams) == 1
+            s = streams[0]
+            assert s["frames_in"] == s["frames_out"] == len(frames) and s["dropped"] == 0 and s["mode"] == "every-frame"
+            assert s["fps"] > 0 and s["latency_ms_p50"] > 0 and s["chain"] and (s["width"], s["height"]) == (frames[0].shape[1], frames[0].shape[0])
+            assert s["opened_at"].endswith("Z") and s["preview"] == f"/v1/streams/{s['id']}/preview.jpg"
+            async with http.get(s["preview"]) as r:
+                assert r.status == 200 and r.content_type == "image/jpeg"
+                preview = cv2.imdecode(np.frombuffer(await r.read(), np.uint8), cv2.IMREAD_COLOR)
+            assert preview is not None and preview.shape[1] == min(frames[0].shape[1], stream_ws.PREVIEW_WIDTH)
+            assert preview.mean() > frames[-1].mean() + 10  # the restored (brightened) frame, not the input
+            async with http.get("/v1/streams/ws-nosuch/preview.jpg") as r:
+                assert r.status == 404 and "GET /v1/streams" in (await r.json())["detail"]
+            await ws.send_bytes(encode(StreamEnd()))
+            await read_all(ws)
+        await wait_no_streams()
+        async with http.get("/v1/streams") as r:
+            assert (await r.json())["streams"] == []
+
+
+async def test_the_stream_list_needs_the_token(tmp_path: Path) -> None:
+    config = DaemonConfig(port=0, data=tmp_path / "data", min_free_bytes=0, token="s3cret")
+    async with run_daemon(config) as daemon, aiohttp.ClientSession(base_url=daemon.url) as http:
+        async with http.get("/v1/streams") as r:
+            assert r.status == 401
+        async with http.get("/v1/streams/ws-x/preview.jpg") as r:
+            assert r.status == 401
+        async with http.get("/v1/streams", headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 200

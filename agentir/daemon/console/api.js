@@ -94,6 +94,13 @@ export async function imageUrl(path, { fresh = false } = {}) {
   return url;
 }
 
+/** Forget one fetched image (a stream that ended). */
+export function forgetImage(path) {
+  const url = blobUrls.get(path);
+  if (url) URL.revokeObjectURL(url);
+  blobUrls.delete(path);
+}
+
 /** Forget every fetched image (after sign-out, so nothing of a job stays reachable). */
 export function forgetImages() {
   for (const url of blobUrls.values()) URL.revokeObjectURL(url);

@@ -1,9 +1,10 @@
-// The agentir console: routes (#/, #/jobs, #/jobs/ID), the token, notices, the live feed.
+// The agentir console: routes (#/, #/jobs, #/jobs/ID, #/streams), the token, notices, the live feed.
 
 import { ApiError, forgetImages, getJSON, hadToken, setToken, setUnauthorizedHandler, tryToken } from "./api.js";
 import { h, replace } from "./dom.js";
 import { showJob } from "./job.js";
 import { Live } from "./live.js";
+import { showStreams } from "./streams.js";
 import { showJobs, showNew } from "./views.js";
 
 const main = document.getElementById("main");
@@ -15,6 +16,7 @@ const signOut = document.getElementById("sign-out");
 let info = null;
 let pageHandler = null; // live events for the job page on screen
 let pageJob = null;
+let stopPage = null; // stops the page on screen (the streams page polls)
 const recent = new Map(); // this session's uploads: id -> {name, row}
 
 /** Show a one-line message; kind: "info" | "warn" | "error"; a `key` replaces the earlier notice with that key. */
@@ -61,6 +63,8 @@ function report(err) {
 // ----------------------------------------------------------------------------- the token
 function lock(message) {
   live.stop();
+  if (stopPage) stopPage();
+  stopPage = null;
   forgetImages();
   info = null;
   pageHandler = null;
@@ -122,7 +126,10 @@ async function render() {
   if (pageJob) live.unwatch(pageJob);
   pageHandler = null;
   pageJob = null;
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === `#${path.startsWith("/jobs") ? "/jobs" : "/"}`);
+  if (stopPage) stopPage();
+  stopPage = null;
+  const section = path.startsWith("/jobs") ? "/jobs" : path.startsWith("/streams") ? "/streams" : "/";
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === `#${section}`);
   delete main.dataset.loaded;
   delete main.dataset.stage;
   try {
@@ -133,6 +140,9 @@ async function render() {
       main.dataset.view = "job";
       pageHandler = await showJob(main, id, { live, say, info });
       if (!pageHandler) pageJob = null;
+    } else if (path === "/streams") {
+      main.dataset.view = "streams";
+      stopPage = showStreams(main, { say });
     } else if (path === "/jobs") {
       main.dataset.view = "jobs";
       await showJobs(main, params, { say });

@@ -14,6 +14,9 @@ Mapping (every key under ``prefix``, default ``agentir``):
   ``visibility_timeout / 3`` seconds; entries of a dead or stalled consumer go idle and, after
   ``visibility_timeout``, another member claims them (``XAUTOCLAIM``) with a higher ``attempt``.
   ``nack(requeue=True)`` and closing a member hand its unfinished entries to the group at once.
+* Dead consumers: a queue group's consumer name that holds no entry and has not read for
+  ``stale_consumer_after`` seconds (a worker killed with ``kill -9``) is deleted from the group by
+  a live member (``XGROUP DELCONSUMER``), so ``XINFO CONSUMERS`` lists the living.
 * Dead letters: an entry claimed for the ``max_deliveries + 1``-th time, one nacked at attempt
   ``max_deliveries``, and bytes that do not decode (garbage, a newer schema version; also counted
   in ``Subscription.rejected``) go to the stream ``{prefix}:dlq`` with the reason and are
@@ -216,6 +219,23 @@ for _, e in ipairs(r[2]) do
   table.insert(out, {id, data, n})
 end
 return out
+"""
+
+# KEYS: stream. ARGV: group, this consumer, stale ms. Deletes the group's consumers that hold no
+# entry and have not read for stale ms (dead workers' names; a live one reads every block_ms,
+# and one that is deleted by mistake is re-created by its next read). Returns how many.
+_REAP = """
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for j = 1, #c, 2 do info[c[j]] = c[j + 1] end
+  local idle = tonumber(info['inactive'] or info['idle'])
+  if info['name'] ~= ARGV[2] and tonumber(info['pending']) == 0 and idle ~= nil and idle > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    n = n + 1
+  end
+end
+return n
 """
 
 
@@ -513,6 +533,11 @@ class RedisSubscription:
                         self._ready.remove(item)
             while len(self._lost) > 4096:
                 self._lost.pop()
+        if self.group is not None:
+            reaped = int(await bus._raw_script("reap", [self._key], [self._group, self._consumer, int(bus.stale_consumer_after * 1000)]) or 0)
+            if reaped:
+                bus.reaped_consumers += reaped
+                log.info("bus.stale_consumers_deleted", subject=self.subject, group=self._group, count=reaped)
         room = bus.prefetch - len(self._ready)
         if room <= 0:
             return
@@ -616,6 +641,9 @@ class RedisBus:
         idle_capacity: entries a queue group with no live member may accumulate.
         reconnect_timeout: seconds a command retries while the broker is unreachable.
         on_dead_letter: awaited with each :class:`DeadLetter` this bus moved to the dead-letter stream.
+        stale_consumer_after: seconds after which a consumer name that holds no entry and reads
+            nothing (a worker that died) is deleted from its group (default: ten visibility
+            timeouts, at least five minutes).
     """
 
     def __init__(
@@ -634,6 +662,7 @@ class RedisBus:
         block_ms: int = 2000,
         prefetch: int = 1,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]] | None = None,
+        stale_consumer_after: float | None = None,
     ) -> None:
         self.url = check_url(url)
         for name, value in (("publish_timeout", publish_timeout), ("visibility_timeout", visibility_timeout), ("reconnect_timeout", reconnect_timeout)):
@@ -652,6 +681,11 @@ class RedisBus:
         # How long a silent member still counts: long enough to ride out a broker restart (a
         # plain subscriber's own group is destroyed once its membership lapses).
         self.member_ttl = max(2 * visibility_timeout, 30.0)
+        self.stale_consumer_after = stale_consumer_after if stale_consumer_after is not None else max(10 * visibility_timeout, 300.0)
+        if not self.stale_consumer_after > 0:
+            raise ValueError(f"stale_consumer_after must be positive, got {stale_consumer_after!r}")
+        #: Dead consumers' names this bus deleted from consumer groups.
+        self.reaped_consumers = 0
         self.max_len = max_len
         self.idle_capacity = idle_capacity
         self.reconnect_timeout = reconnect_timeout
@@ -675,6 +709,7 @@ class RedisBus:
                 ("settle", _SETTLE),
                 ("dead_letter", _DEAD_LETTER),
                 ("claim", _CLAIM),
+                ("reap", _REAP),
             )
         }
         self._subs: dict[tuple[str, str], list[RedisSubscription]] = {}

@@ -79,6 +79,51 @@ async def test_a_live_consumer_keeps_a_long_running_message(redis_url, prefix):
             tg.cancel_scope.cancel()
 
 
+async def consumers(bus: RedisBus, subject: str, group: str) -> dict[str, int]:
+    """The group's consumer names in Redis and the entries each holds."""
+    rows = await bus._redis.xinfo_consumers(bus._stream(subject), group)
+    return {(r["name"].decode() if isinstance(r["name"], bytes) else r["name"]): int(r["pending"]) for r in rows}
+
+
+async def test_a_dead_workers_consumer_name_is_deleted_once_it_holds_nothing(redis_url, prefix):
+    """A member that vanished (no close) leaves its consumer name; a live member deletes it after
+    stale_consumer_after once its entries were taken over; the live member's own name stays."""
+    opts = {"prefix": prefix, "visibility_timeout": 0.5, "stale_consumer_after": 1.0}
+    async with RedisBus(redis_url, **opts) as a, RedisBus(redis_url, **opts) as b:
+        sa = await a.subscribe("s", group="g")
+        await a.publish("s", progress(1))
+        await first(sa)  # held by a, never acknowledged
+        stall(sa)  # a dies as with kill -9: no close, no more reads
+        dead = sa._consumer
+        sb = await b.subscribe("s", group="g")
+        taken = await first(sb)  # after the visibility timeout b takes the entry over
+        assert taken.attempt == 2
+        await taken.ack()
+        assert dead in await consumers(b, "s", "g")
+        with anyio.fail_after(10):
+            while dead in await consumers(b, "s", "g"):
+                await anyio.sleep(0.1)
+        left = await consumers(b, "s", "g")
+        assert sb._consumer in left and dead not in left
+        assert b.reaped_consumers >= 1
+
+
+async def test_a_consumer_still_holding_an_entry_is_never_deleted(redis_url, prefix):
+    """A long handler holds its entry past stale_consumer_after: its name (and the entry) stay."""
+    # The visibility timeout is long (no takeover of the held entry even on a busy machine); its
+    # maintenance passes run every second, each past the short stale age.
+    opts = {"prefix": prefix, "visibility_timeout": 3.0, "stale_consumer_after": 0.3}
+    async with RedisBus(redis_url, **opts) as a:
+        sa = await a.subscribe("s", group="g")
+        sb = await a.subscribe("s", group="g")
+        await a.publish("s", progress(1))
+        held = await first(sa)
+        await anyio.sleep(2.5)  # two or more maintenance passes of sb
+        assert (await consumers(a, "s", "g")).get(sa._consumer) == 1
+        await held.ack()
+        await sb.close()
+
+
 async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_reason(redis_url, prefix):
     """A message whose consumers keep dying goes to the dead-letter stream once it exceeds max_deliveries."""
     letters: list[DeadLetter] = []

@@ -43,6 +43,7 @@ __all__ = ["build_parser", "main_train"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DATA = Path("/work/shared/data/clean")
+DEFAULT_VIDEO = Path("/work/shared/data/video")
 
 
 def _err(text: str) -> None:
@@ -71,6 +72,12 @@ def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
         help="feature cache: read when it exists (skips the synthesis; feature groups it lacks are added), else written",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with CBSD68/, McMaster/, Set5/ (default {DEFAULT_DATA})")
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=DEFAULT_VIDEO,
+        help=f"folder with the camera clips; the first 10 asl_* clips by name are fit clips, the rest held out (default {DEFAULT_VIDEO})",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes for the synthesis (default 2)")
     from toolbox.learned.train import build_parser as tool_parser
 
@@ -96,6 +103,7 @@ def main_train(argv: Sequence[str]) -> int:
 
         return train_tool(args=args)
     from agent_policies.perception import calibrate
+    from agent_policies.perception.realdata import split_clips
 
     if args.workers < 1:
         _err(f"error: --workers must be at least 1, got {args.workers}")
@@ -103,10 +111,11 @@ def main_train(argv: Sequence[str]) -> int:
     if args.cache is None or not args.cache.exists():
         try:
             calibrate.split_images(args.data)  # fail before spending minutes
+            split_clips(args.video)
         except FileNotFoundError as exc:
             _err(f"error: {exc}")
             return EXIT_FAILED
-    forwarded = ["--data", str(args.data), "--out", str(args.out), "--seed", str(args.seed), "--workers", str(args.workers)]
+    forwarded = ["--data", str(args.data), "--video", str(args.video), "--out", str(args.out), "--seed", str(args.seed), "--workers", str(args.workers)]
     if args.cache is not None:
         forwarded += ["--cache", str(args.cache)]
     cached = args.cache is not None and args.cache.exists()

@@ -49,6 +49,25 @@ Groups (feature names are ``<group>.<what>``):
   absolute second difference at scale 1 over scale 2 of the same area: its spread, its minimum
   and its value orthogonal to the blur direction minus along it (texture anisotropy is about
   scale-invariant, a fine line blur is not). About 2 ms per 512 x 512 image.
+* ``grain``: coarse noise, as real cameras leave it (demosaicing, in-camera noise reduction and
+  JPEG make it correlated over 2-4 pixels, which the finest-scale ``noise`` estimators barely
+  see): Immerkaer's estimator over the flattest 8 x 8 blocks (10th / 50th percentile) of the luma
+  area-downscaled by 2 and by 4, and the 10th percentile on the chroma differences at scale 2.
+  White noise of sigma ``s`` reads about ``s / 2`` and ``s / 4`` there; noise correlated over a
+  few pixels much more.
+* ``vhist``: what a darkening did to the V (= max of RGB) histogram of the whole uint8 image,
+  which a dim but untouched photo does not show: the fraction of empty V levels in the top
+  quarter of the occupied range minus that in the middle half (a gamma > 1 on V stretches the
+  bright end and leaves every other level empty there; a uniform stretch, as video decoding's
+  16-235 expansion, leaves gaps everywhere alike), the highest level, the spike at the highest
+  and at the lowest level over their neighbours (a shift clips both ends onto one level, a
+  min-max rescale puts its minimum at 0) and the number of used levels over the occupied range.
+* ``hazemap``: where the haze is. On a 6 x 6 grid of the small frame, per cell the dark-channel
+  median and the luma contrast (std over mean): their rank correlation across cells (haze
+  lowers contrast exactly where it lifts the dark channel; a flat grey surface has neither
+  trend), the dark-channel floor (the lowest cell: haze lifts every cell, a grey scene leaves
+  shadows in some), the spread of the cells' dark channels, the brightness of the most hazy cells
+  (airlight is bright: A >= 0.6), and how neutral the brightest dark-channel cells are.
 """
 
 from __future__ import annotations
@@ -66,7 +85,7 @@ GLOBAL_SIDE = 256
 #: Images smaller than this per side are edge-padded before any feature is computed.
 MIN_SIDE = 32
 
-GROUPS: tuple[str, ...] = ("size", "noise", "jpeg", "lum", "haze", "blur", "rain", "motion")
+GROUPS: tuple[str, ...] = ("size", "noise", "jpeg", "lum", "haze", "blur", "rain", "motion", "grain", "vhist", "hazemap")
 
 _EPS = 1e-6
 
@@ -500,6 +519,101 @@ def _motion(p: _Prepared) -> dict[str, float]:
     return out
 
 
+def _imm_block_sigma(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Immerkaer's sigma (see :func:`_noise`) over 8 x 8 blocks of ``x``: the ``qs`` percentiles."""
+    r = np.abs(cv2.filter2D(x, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
+    if r.shape[0] > 2 and r.shape[1] > 2:
+        r = r[1:-1, 1:-1]
+    bh, bw = r.shape[0] // 8, r.shape[1] // 8
+    if bh >= 1 and bw >= 1:
+        blocks = r[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8).mean(axis=(1, 3)).ravel()
+    else:
+        blocks = np.array([r.mean()])
+    k = math.sqrt(math.pi / 2.0) / 6.0
+    return [float(v) * k for v in np.percentile(blocks, qs)]
+
+
+def _grain(p: _Prepared) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for s in (2, 4):
+        p10, p50 = _imm_block_sigma(p.gray_scale(s), (10, 50))
+        out[f"grain.imm{s}_p10"] = math.log(p10 + 0.5)
+        out[f"grain.imm{s}_p50"] = math.log(p50 + 0.5)
+    cr, cg, cb = p.planes
+    h, w = cr.shape
+    size = (max(1, w // 2), max(1, h // 2))
+    c1 = cv2.resize(cr - cg, size, interpolation=cv2.INTER_AREA)
+    c2 = cv2.resize(cb - cg, size, interpolation=cv2.INTER_AREA)
+    (a,) = _imm_block_sigma(c1, (10,))
+    (b,) = _imm_block_sigma(c2, (10,))
+    out["grain.chroma2_p10"] = math.log(0.5 * (a + b) / math.sqrt(2.0) + 0.5)
+    return out
+
+
+def _vhist(p: _Prepared) -> dict[str, float]:
+    img = p.img
+    v = np.maximum(np.maximum(img[..., 0], img[..., 1]), img[..., 2])
+    n = np.bincount(v.ravel().astype(np.int64), minlength=256).astype(np.float64)
+    used = np.nonzero(n)[0]
+    lo, hi = int(used[0]), int(used[-1])
+    span = hi - lo
+    if span >= 16:
+        q1, q3 = lo + span // 4, lo + 3 * span // 4
+        gap_top = float((n[q3 : hi + 1] == 0).mean())
+        gap_mid = float((n[q1 : q3 + 1] == 0).mean())
+    else:
+        gap_top = gap_mid = 0.0
+    top_nb = n[max(lo, hi - 4) : hi].mean() if hi > lo else 0.0
+    low_nb = n[lo + 1 : min(hi, lo + 4) + 1].mean() if hi > lo else 0.0
+    return {
+        "vhist.gap_top_minus_mid": gap_top - gap_mid,
+        "vhist.gap_top": gap_top,
+        "vhist.vmax": hi / 255.0,
+        "vhist.top_spike": math.log((n[hi] + 1.0) / (top_nb + 1.0)),
+        "vhist.low_spike": math.log((n[lo] + 1.0) / (low_nb + 1.0)) if lo <= 2 else 0.0,
+        "vhist.used_fraction": float(len(used)) / float(span + 1),
+    }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 3 or float(a.std()) < 1e-9 or float(b.std()) < 1e-9:
+        return 0.0
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _hazemap(p: _Prepared) -> dict[str, float]:
+    s = p.small
+    mn = _min3(s)
+    mx = _max3(s)
+    dc = cv2.erode(mn, np.ones((7, 7), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    y = 0.299 * s[..., 0] + 0.587 * s[..., 1] + 0.114 * s[..., 2]
+    h, w = y.shape
+    g = 6
+    cdc, ccon, cy, csat = [], [], [], []
+    for i in range(g):
+        for j in range(g):
+            ys, xs = slice(i * h // g, max(i * h // g + 1, (i + 1) * h // g)), slice(j * w // g, max(j * w // g + 1, (j + 1) * w // g))
+            cell = y[ys, xs]
+            cdc.append(float(np.median(dc[ys, xs])))
+            ccon.append(float(cell.std()) / (float(cell.mean()) + 0.02))
+            cy.append(float(cell.mean()))
+            m1, m0 = float(mx[ys, xs].mean()), float(mn[ys, xs].mean())
+            csat.append((m1 - m0) / (m1 + 1e-3))
+    a_dc, a_con, a_y, a_sat = (np.array(t) for t in (cdc, ccon, cy, csat))
+    order = np.argsort(a_dc)
+    top = order[-max(1, len(order) // 6) :]
+    return {
+        "hazemap.dc_contrast_corr": _spearman(a_dc, np.log(a_con + 1e-3)),
+        "hazemap.dc_floor": float(a_dc[order[0]]),
+        "hazemap.dc_spread": float(a_dc[top].mean() - a_dc[order[: max(1, len(order) // 6)]].mean()),
+        "hazemap.hazy_cells_y": float(a_y[top].mean()),
+        "hazemap.hazy_cells_sat": float(a_sat[top].mean()),
+        "hazemap.hazy_cells_contrast": math.log(float(a_con[top].mean()) + 1e-3),
+    }
+
+
 _GROUP_FUNCS = {
     "size": _size,
     "noise": _noise,
@@ -509,6 +623,9 @@ _GROUP_FUNCS = {
     "blur": _blur,
     "rain": _rain,
     "motion": _motion,
+    "grain": _grain,
+    "vhist": _vhist,
+    "hazemap": _hazemap,
 }
 
 

@@ -21,6 +21,16 @@ Scores a perception policy (default ``analytic``) on one or more benchmark folde
   blur before an x4 downscale).
 * **clean**: the clean references (each once), where every degradation is absent: the rate at
   which each is called present.
+* **real content** (``--real-clean PATH``, repeatable; no ``DATA`` needed): real photos and
+  camera frames that are clean (every degradation absent): per set, the rate at which each
+  degradation is called present and the share of images with nothing present. ``PATH`` is an
+  image folder or file, or a clip folder or file (``--frames-per-clip`` evenly spaced frames of
+  each clip, default 4, decoded sequentially). Under ``--split held-out`` fit content is
+  dropped with a warning: images with the pixels of a calibration fit photo, and the fit clips
+  of :func:`agent_policies.perception.realdata.split_clips` (the first 10 ``asl_*`` clips).
+* **report-only** (``--report PATH``, repeatable; e.g. ``../shared/data/real/RNI15``, real noisy
+  photos without a clean reference): per image what perception finds (every degradation at
+  medium or worse, and the noise level and score), and per set how often each is found.
 * **speed**: milliseconds per image of ``perceive`` and of ``rate`` (one degradation, mean and
   slowest over the eight) at 512 x 512 and 1024 x 1024 (one benchmark image resized), median and
   minimum over ``--repeats`` runs on one thread after a warm-up; and the mean perceive time over
@@ -50,6 +60,11 @@ Build held-out data, for example::
     agentir degrade held perc_levels --per-combo 34 --levels low,medium,high,very_high
     agentir bench perception perc_mixed perc_levels
 
+Real content, e.g. (the tables of ``docs/PERCEPTION.md``)::
+
+    agentir bench perception --real-clean ../shared/data/video --real-clean ../shared/data/clean/CBSD68 \
+        --report ../shared/data/real/RNI15 --no-speed --out out/perc_real.json
+
 Exit codes: 0 done; 1 some images could not be read (one line each on stderr, the rest scored);
 2 usage error (missing benchmark, nothing held out, unknown policy).
 """
@@ -76,6 +91,7 @@ from toolbox.vocab import DEGRADATIONS, LEVELS, PRESENT_AT, level_index
 __all__ = [
     "build_parser",
     "confusion_stats",
+    "evaluate_real",
     "fit_fingerprints",
     "main_bench_perception",
     "presence_stats",
@@ -375,6 +391,83 @@ def evaluate(policy: Any, items: Sequence[tuple[Path, dict]], progress: bool = T
     return results, errors, sample
 
 
+def _real_sources(path: Path, split: str, fps: dict[str, str] | None, frames_per_clip: int) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """``[(name, image)]`` of one ``--real-clean`` / ``--report`` path and the names dropped as fit content."""
+    from agent_policies.perception.calibrate import _load
+    from agent_policies.perception.realdata import VIDEO_SUFFIXES, clip_frames, split_clips
+    from agentir.datasets import IMAGE_SUFFIXES
+
+    if not path.exists():
+        raise BenchError(f"{path} not found (expected an image or clip folder or file)")
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    clips = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not clips and not images:
+        raise BenchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) or clips ({', '.join(VIDEO_SUFFIXES)}) in {path}")
+    out: list[tuple[str, np.ndarray]] = []
+    dropped: list[str] = []
+    fit_clips: set[str] = set()
+    if clips and split == "held-out":
+        try:
+            fit_clips = {p.name for p in split_clips(clips[0].parent)[0]}
+        except FileNotFoundError:
+            fit_clips = set()
+    for c in clips:
+        if c.name in fit_clips:
+            dropped.append(c.name)
+            continue
+        try:
+            frames = clip_frames(c, frames_per_clip)
+        except FileNotFoundError as exc:
+            raise BenchError(str(exc)) from None
+        out += [(f"{c.name}#{i}", f) for i, f in enumerate(frames)]
+    for im in images:
+        try:
+            img = _load(im)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BenchError(f"cannot read {im} ({exc})") from None
+        if split == "held-out" and fps is not None and _fingerprint(img) in fps:
+            dropped.append(im.name)
+            continue
+        out.append((im.name, img))
+    return out, dropped
+
+
+def evaluate_real(
+    policy: Any, clean_paths: Sequence[str], report_paths: Sequence[str], split: str, clean_root: str, frames_per_clip: int = 4
+) -> dict[str, Any]:
+    """The ``real_clean`` and ``report_only`` sections (see the module docstring)."""
+    fps = fit_fingerprints(clean_root) if split == "held-out" else None
+    out: dict[str, Any] = {}
+    for key, paths in (("real_clean", clean_paths), ("report_only", report_paths)):
+        sets: dict[str, Any] = {}
+        for raw in paths:
+            path = Path(raw)
+            named, dropped = _real_sources(path, split, fps if key == "real_clean" else None, frames_per_clip)
+            if dropped:
+                _err(f"warning: {path}: {len(dropped)} fit item(s) dropped ({', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''})")
+            if not named:
+                raise BenchError(f"{path}: nothing held out left to score (every item is fit content); pass --split all to score it anyway")
+            preds = policy.perceive([img for _, img in named])
+            present = [{d for d in DEGRADATIONS if LEVELS.index(p.levels[d]) >= PRESENT} for p in preds]
+            entry: dict[str, Any] = {
+                "path": str(path),
+                "n": len(named),
+                "dropped_fit_items": dropped,
+                "found": {d: float(np.mean([d in s for s in present])) for d in DEGRADATIONS},
+                "nothing_present": float(np.mean([not s for s in present])),
+            }
+            if key == "report_only":
+                entry["images"] = {
+                    name: {"present": {d: p.levels[d] for d in DEGRADATIONS if d in s}, "noise": p.levels["noise"], "noise_score": p.scores["noise"]}
+                    for (name, _), p, s in zip(named, preds, present)
+                }
+            sets[path.name or str(path)] = entry
+        if sets:
+            out[key] = sets
+    return out
+
+
 def _model_info(policy: Any) -> dict[str, Any] | None:
     """Which fitted model was scored: the calibration JSON and its weights file's SHA-256 (analytic policy)."""
     path = getattr(policy, "calibration_path", None)
@@ -456,6 +549,19 @@ def format_tables(report: Mapping[str, Any]) -> str:
     if c:
         fp = ", ".join(f"{d} {v:.2f}" for d, v in c["false_present"].items() if v > 0) or "none"
         lines.append(f"\nclean references ({c['n']} images): nothing called present on {_f(c['all_very_low_or_low'])}; false 'present' rate: {fp}")
+    for key, title in (("real_clean", "real clean content"), ("report_only", "report only (no reference)")):
+        for name, e in res.get(key, {}).items():
+            found = ", ".join(f"{d} {v:.3f}" for d, v in e["found"].items() if v > 0) or "none"
+            word = "false 'present' rate" if key == "real_clean" else "found"
+            lines.append(
+                f"\n{title} {name} ({e['n']} images{', ' + str(len(e['dropped_fit_items'])) + ' fit items dropped' if e['dropped_fit_items'] else ''}): nothing present on {e['nothing_present']:.3f}; {word}: {found}"
+            )
+            if key == "real_clean":
+                lines.append("  " + " ".join(f"{d} {v:.3f}" for d, v in e["found"].items()))
+            for img, v in e.get("images", {}).items():
+                lines.append(
+                    f"  {img:28s} noise {v['noise']:9s} ({v['noise_score']:.2f}); present: {', '.join(f'{d} {lv}' for d, lv in v['present'].items()) or 'nothing'}"
+                )
     sp = report.get("speed")
     if sp:
         lines.append(f"\nspeed (ms per image, one thread, median / min of {report['speed_repeats']} runs; load average {report.get('load_average', '?')})")
@@ -481,7 +587,16 @@ def build_parser(prog: str = "agentir bench perception") -> argparse.ArgumentPar
     p = argparse.ArgumentParser(
         prog=prog, description="Score a perception policy on benchmark folders built by `agentir degrade` (held-out images only by default)."
     )
-    p.add_argument("data_dirs", nargs="+", metavar="DATA", help="benchmark folder(s) with manifest.json: group combinations and/or --levels singles")
+    p.add_argument("data_dirs", nargs="*", metavar="DATA", help="benchmark folder(s) with manifest.json: group combinations and/or --levels singles")
+    p.add_argument(
+        "--real-clean",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="clean real content (image or clip folder / file): false 'present' rates; fit content dropped under --split held-out (repeatable)",
+    )
+    p.add_argument("--report", action="append", default=[], metavar="PATH", help="images without reference (e.g. RNI15): what is found per image (repeatable)")
+    p.add_argument("--frames-per-clip", type=int, default=4, metavar="N", help="evenly spaced frames taken from each clip (default 4)")
     p.add_argument(
         "--split",
         choices=["held-out", "all"],
@@ -512,8 +627,14 @@ def main_bench_perception(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     settings = Settings.from_env()
     clean_root = args.clean_root or str(settings.clean_root or DEFAULT_CLEAN_ROOT)
-    out = Path(args.out) if args.out else Path(args.data_dirs[0]) / "bench" / "perception.json"
     try:
+        if not args.data_dirs and not args.real_clean and not args.report:
+            raise BenchError("nothing to score: pass benchmark folder(s) DATA, --real-clean PATH or --report PATH")
+        if not args.data_dirs and not args.out:
+            raise BenchError("--out FILE is needed without a benchmark folder DATA (the report's default place is DATA/bench/perception.json)")
+        if args.frames_per_clip < 1:
+            raise BenchError(f"--frames-per-clip must be at least 1, got {args.frames_per_clip}")
+        out = Path(args.out) if args.out else Path(args.data_dirs[0]) / "bench" / "perception.json"
         if args.repeats < 1:
             raise BenchError(f"--repeats must be at least 1, got {args.repeats}")
         if args.batch < 1:
@@ -521,8 +642,21 @@ def main_bench_perception(argv: Sequence[str]) -> int:
         if args.limit_per_combo is not None and args.limit_per_combo < 1:
             raise BenchError(f"--limit-per-combo must be at least 1, got {args.limit_per_combo}")
         policy = Policies(settings.policies).perception(args.perception)
-        items, split = _collect(args.data_dirs, args.split, clean_root, args.limit_per_combo)
-        results, errors, sample = evaluate(policy, items, progress=not args.quiet, batch=args.batch)
+        if args.data_dirs:
+            items, split = _collect(args.data_dirs, args.split, clean_root, args.limit_per_combo)
+            results, errors, sample = evaluate(policy, items, progress=not args.quiet, batch=args.batch)
+        else:
+            fps_known = fit_fingerprints(clean_root) is not None
+            split = {
+                "split": args.split,
+                "checked": fps_known,
+                "clean_root": str(clean_root),
+                "fit_items_found": 0,
+                "fit_sources": [],
+                "includes_fit_images": False,
+            }
+            results, errors, sample = {"n_images": 0, "mean_perceive_ms_on_data": None}, [], {}
+        results.update(evaluate_real(policy, args.real_clean, args.report, args.split, clean_root, args.frames_per_clip))
         report: dict[str, Any] = {
             "command": "agentir bench perception " + " ".join(shlex.quote(a) for a in argv),
             "data": [str(Path(d).resolve()) for d in args.data_dirs],

@@ -185,10 +185,14 @@ def main_worker(argv: Sequence[str] | None = None) -> int:
 
 
 def _set_torch_threads(n: int) -> None:
-    # Each worker process gets its share of the cores; torch would otherwise take them all.
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    # Each worker process gets its share of the cores; torch, OpenCV and the BLAS would otherwise
+    # each start a thread per core in every worker (several workers on one machine then fight).
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    import cv2
     import torch
 
+    cv2.setNumThreads(n)
     torch.set_num_threads(n)
     with contextlib.suppress(RuntimeError):  # already set (torch allows it once, before any parallel work)
         torch.set_num_interop_threads(n)

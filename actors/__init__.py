@@ -4,7 +4,7 @@ They talk only through the bus (msgpack on every hop) and the blob store, so eac
 another process or on another machine unchanged.
 """
 
-from actors.base import Actor, ActorError
-from actors.supervisor import Supervisor, SupervisorGaveUp, build_actors
+from agentir.actors.base import Actor, ActorError
+from agentir.actors.supervisor import Supervisor, SupervisorGaveUp, build_actors
 
 __all__ = ["Actor", "ActorError", "Supervisor", "SupervisorGaveUp", "build_actors"]

@@ -23,10 +23,10 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from bus.base import Bus, Delivery
-from bus.blobs import BlobStore
-from bus.errors import BusClosed, BusError
-from bus.messages import ErrorReply, JobFailed, Subjects
+from agentir.bus.base import Bus, Delivery
+from agentir.bus.blobs import BlobStore
+from agentir.bus.errors import BusClosed, BusError
+from agentir.bus.messages import ErrorReply, JobFailed, Subjects
 
 log = structlog.get_logger(__name__)
 R = TypeVar("R")

@@ -1,13 +1,13 @@
 """The Executor: the actor that runs restoration tools for ``ExecuteStep`` waves.
 
-It turns each ``ExecuteStep`` into one :meth:`~actors.scheduler.BatchScheduler.submit` per tool
+It turns each ``ExecuteStep`` into one :meth:`~agentir.actors.scheduler.BatchScheduler.submit` per tool
 (all at once, so a wave's tools and other jobs' calls to the same tool batch together), stores
 the outputs in the blob store and publishes one ``StepExecuted`` with a
-:class:`~bus.messages.Candidate` per tool, in the step's tool order. How calls are batched,
+:class:`~agentir.bus.messages.Candidate` per tool, in the step's tool order. How calls are batched,
 tiled, capped, retried on failure and placed on devices is the scheduler's business: see
-:mod:`actors.scheduler`.
+:mod:`agentir.actors.scheduler`.
 
-Cancellation. A :class:`~bus.messages.JobCancel` on the execute subject drops the job's queued
+Cancellation. A :class:`~agentir.bus.messages.JobCancel` on the execute subject drops the job's queued
 units at once (:meth:`Executor.cancel`); a batch already running finishes, its results for the
 job are discarded, and no ``StepExecuted`` is published for the job. Steps of a cancelled job
 that arrive later are dropped. The execute subject is a queue group (one executor of several
@@ -24,8 +24,8 @@ import anyio.abc
 import numpy as np
 import structlog
 
-from actors.base import Actor
-from actors.scheduler import (
+from agentir.actors.base import Actor
+from agentir.actors.scheduler import (
     DEFAULT_BATCH_WINDOW,
     DEFAULT_CPU_BATCH_BYTES,
     DEFAULT_MAX_BATCH,
@@ -40,11 +40,11 @@ from actors.scheduler import (
     to_batch,
     tool_device,
 )
-from bus.base import Bus, Delivery
-from bus.blobs import BlobStore
-from bus.messages import Candidate, ExecuteStep, JobCancel, StepExecuted, Subjects
+from agentir.bus.base import Bus, Delivery
+from agentir.bus.blobs import BlobStore
+from agentir.bus.messages import Candidate, ExecuteStep, JobCancel, StepExecuted, Subjects
 
-# from_batch, to_batch and tool_device live in actors.scheduler; still importable from here.
+# from_batch, to_batch and tool_device live in agentir.actors.scheduler; still importable from here.
 __all__ = ["CANCEL_BROADCAST", "Executor", "from_batch", "to_batch", "tool_device"]
 
 #: Subject every executor reads (no queue group): a job's cancellation reaches all of them.
@@ -55,7 +55,7 @@ log = structlog.get_logger(__name__)
 
 
 class Executor(Actor):
-    """Runs ``ExecuteStep`` waves through a :class:`~actors.scheduler.BatchScheduler` (see the module docstring).
+    """Runs ``ExecuteStep`` waves through a :class:`~agentir.actors.scheduler.BatchScheduler` (see the module docstring).
 
     Args:
         batch_window: seconds a tool's first queued unit waits for others (0: no waiting).
@@ -67,7 +67,7 @@ class Executor(Actor):
         max_batch_bytes: cap on one batch's estimated float input + output bytes.
         cpu_batch_bytes: the (lower) batch cap for tools running on the CPU.
 
-    The batching options are the scheduler's (:class:`~actors.scheduler.BatchScheduler` explains
+    The batching options are the scheduler's (:class:`~agentir.actors.scheduler.BatchScheduler` explains
     them); ``scheduler`` is the one this actor uses.
 
     Raises:
@@ -113,7 +113,7 @@ class Executor(Actor):
 
     # -- public ------------------------------------------------------------------------------
     def stats(self) -> BatchStats:
-        """The scheduler's counters (batches, batch sizes, tiles, drops, devices; see :class:`~actors.scheduler.BatchStats`)."""
+        """The scheduler's counters (batches, batch sizes, tiles, drops, devices; see :class:`~agentir.actors.scheduler.BatchStats`)."""
         return self.scheduler.stats()
 
     def cancel(self, job: str) -> int:

@@ -6,12 +6,12 @@ import time
 
 import structlog
 
-from actors.base import Actor
-from agent_policies.perception import PerceptionPolicy
-from bus.base import Bus, Delivery
-from bus.blobs import BlobRef, BlobStore
-from bus.messages import JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
-from toolbox.vocab import is_present
+from agentir.actors.base import Actor
+from agentir.agent_policies.perception import PerceptionPolicy
+from agentir.bus.base import Bus, Delivery
+from agentir.bus.blobs import BlobRef, BlobStore
+from agentir.bus.messages import JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
+from agentir.toolbox.vocab import is_present
 
 log = structlog.get_logger(__name__)
 

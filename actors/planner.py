@@ -1,6 +1,6 @@
 """The Planner: owns each job's search tree and decides the next step.
 
-It starts a :class:`~agent_policies.search.Search` when a job's perception arrives, turns each
+It starts a :class:`~agentir.agent_policies.search.Search` when a job's perception arrives, turns each
 reflection into the next action (run a tool wave, roll back, re-plan, finish) and publishes
 ``ExecuteStep`` or ``JobFinished``. Job state lives here, so one Planner serves a bus (several
 would need jobs partitioned by id). Duplicate deliveries are recognised by the search and ignored.
@@ -31,23 +31,23 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
-from actors.base import Actor
-from agent_policies.options import JobOptions
-from agent_policies.planning import LearningPolicy
-from agent_policies.registry import Policies
-from agent_policies.search import Execute, Finish, Search
-from agent_policies.trace import to_wire
-from bus.base import Bus, Delivery
-from bus.blobs import BlobStore
-from bus.messages import ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
-from toolbox.base import tools_for
-from toolbox.costs import affordable
+from agentir.actors.base import Actor
+from agentir.agent_policies.options import JobOptions
+from agentir.agent_policies.planning import LearningPolicy
+from agentir.agent_policies.registry import Policies
+from agentir.agent_policies.search import Execute, Finish, Search
+from agentir.agent_policies.trace import to_wire
+from agentir.bus.base import Bus, Delivery
+from agentir.bus.blobs import BlobStore
+from agentir.bus.messages import ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
+from agentir.toolbox.base import tools_for
+from agentir.toolbox.costs import affordable
 
 log = structlog.get_logger(__name__)
 
 
 class JobStateStore(Protocol):
-    """Versioned state per job with compare-and-set (``bus.redis.RedisStateStore``, :class:`MemoryStateStore`)."""
+    """Versioned state per job with compare-and-set (``agentir.bus.redis.RedisStateStore``, :class:`MemoryStateStore`)."""
 
     async def load(self, key: str) -> tuple[int, bytes] | None:
         """``(version, data)`` of ``key``, or None."""
@@ -75,7 +75,7 @@ class MemoryStateStore:
 
 # What a snapshot may contain: the search's own types and plain containers. Anything else in a
 # stored snapshot is refused (a snapshot is data from the broker, not code).
-_SNAPSHOT_MODULES = frozenset({"agent_policies.search", "bus.blobs", "bus.messages"})
+_SNAPSHOT_MODULES = frozenset({"agentir.agent_policies.search", "agentir.bus.blobs", "agentir.bus.messages"})
 _SNAPSHOT_BUILTINS = frozenset({"set", "frozenset", "dict", "list", "tuple"})
 # The search's attributes that are policies or functions: re-attached on load, never stored.
 _LIVE_ATTRS = ("planner", "reflection", "_learner", "_clock")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from actors.base import Actor
-from agent_policies.options import JobOptions
-from agent_policies.perception import PerceptionPolicy
-from agent_policies.registry import Policies
-from bus.base import Bus, Delivery
-from bus.blobs import BlobRef, BlobStore
-from bus.messages import Candidate, Reflected, StepExecuted, Subjects
+from agentir.actors.base import Actor
+from agentir.agent_policies.options import JobOptions
+from agentir.agent_policies.perception import PerceptionPolicy
+from agentir.agent_policies.registry import Policies
+from agentir.bus.base import Bus, Delivery
+from agentir.bus.blobs import BlobRef, BlobStore
+from agentir.bus.messages import Candidate, Reflected, StepExecuted, Subjects
 
 
 class Reflector(Actor):

@@ -1,13 +1,13 @@
 """The batching scheduler: runs tool calls on images, batching calls to the same tool across jobs.
 
 It knows nothing of the bus: work arrives as plain calls (:meth:`BatchScheduler.submit`), results
-go back as :class:`ToolResult`; the :class:`~actors.executor.Executor` actor turns messages into
+go back as :class:`ToolResult`; the :class:`~agentir.actors.executor.Executor` actor turns messages into
 those calls. Use it on its own as ``async with BatchScheduler() as s: r = await s.submit(...)``.
 
 Units of work. Each ``(job, tool, image)`` request becomes one or more *units*: the whole image,
 or, when the image has more than ``tile_threshold`` pixels (or one unit of it would not fit
 ``max_batch_bytes``), fixed-size tiles of ``tile`` x ``tile`` pixels overlapping by ``overlap``
-(:func:`kernels.extract_tiles`). Tools whose :class:`~toolbox.base.ToolInfo` carries the tag
+(:func:`agentir.kernels.extract_tiles`). Tools whose :class:`~agentir.toolbox.base.ToolInfo` carries the tag
 ``"global"`` (they use whole-image statistics: a tile would see different ones) and tools with
 no registered info are never tiled. Super-resolution tools (scale 4) are tiled like the rest:
 their output tiles lie at 4x the positions, 4x the size, and are blended with a 4x overlap.
@@ -24,7 +24,7 @@ event loop.
 Failures. If a batched call fails, each unit is retried alone, so one bad input fails only its
 own request (the job's other units are dropped); the other jobs' units in the batch are
 unaffected. Processed tiles are blended back with feathered weights
-(:func:`kernels.blend_tiles`), so seams fade instead of showing.
+(:func:`agentir.kernels.blend_tiles`), so seams fade instead of showing.
 
 Cancellation. :meth:`BatchScheduler.cancel` drops the job's queued units at once and finishes its
 waiting requests as cancelled; a batch already running finishes and its results for the job are
@@ -55,8 +55,8 @@ import structlog
 import torch
 from anyio.abc import TaskGroup
 
-from kernels import blend_tiles, extract_tiles, to_float_nchw, to_uint8_nhwc
-from toolbox.base import TOOL_INFO, TOOLS, Tool
+from agentir.kernels import blend_tiles, extract_tiles, to_float_nchw, to_uint8_nhwc
+from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool
 
 log = structlog.get_logger(__name__)
 

@@ -17,15 +17,15 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from actors.base import Actor, ActorError
-from agent_policies.options import JobOptions
-from agent_policies.perception import PerceptionPolicy
-from agent_policies.registry import Policies
-from bus.base import Bus
-from bus.blobs import BlobStore
+from agentir.actors.base import Actor, ActorError
+from agentir.agent_policies.options import JobOptions
+from agentir.agent_policies.perception import PerceptionPolicy
+from agentir.agent_policies.registry import Policies
+from agentir.bus.base import Bus
+from agentir.bus.blobs import BlobStore
 
 if TYPE_CHECKING:
-    from actors.planner import JobStateStore
+    from agentir.actors.planner import JobStateStore
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +113,7 @@ def build_actors(
 
     ``names`` picks some of :data:`ACTOR_NAMES` (a worker process running part of the pipeline);
     ``state`` makes the Planner share job state with Planners elsewhere (see
-    :mod:`actors.planner`); ``concurrency`` caps the CPU-bound calls (perception, tools,
+    :mod:`agentir.actors.planner`); ``concurrency`` caps the CPU-bound calls (perception, tools,
     ratings) running at once across the Perceiver, Executor and Reflector together, through one
     shared thread limiter: a worker process given N cores runs N at a time (default: each
     actor's own limits).
@@ -121,10 +121,10 @@ def build_actors(
     Raises:
         ValueError: an unknown actor name, or ``concurrency`` below 1.
     """
-    from actors.executor import Executor
-    from actors.perceiver import Perceiver
-    from actors.planner import Planner
-    from actors.reflector import Reflector
+    from agentir.actors.executor import Executor
+    from agentir.actors.perceiver import Perceiver
+    from agentir.actors.planner import Planner
+    from agentir.actors.reflector import Reflector
 
     unknown = [n for n in names if n not in ACTOR_NAMES]
     if unknown or not names:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolbox.vocab import DEGRADATIONS, LEVELS, is_present, level_index
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS, is_present, level_index
 
 __all__ = [
     "DEFAULT_KNOWLEDGE",

@@ -21,8 +21,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_policies.search import Budget
-from toolbox.vocab import DEGRADATIONS, check_degradation
+from agentir.agent_policies.search import Budget
+from agentir.toolbox.vocab import DEGRADATIONS, check_degradation
 
 __all__ = ["JOB_OPTION_NAMES", "JobOptions", "OptionError"]
 
@@ -189,7 +189,7 @@ def _short(value: Any) -> str:
 
 def _check_reflection(name: str, value: Any, reflections: Collection[str] | None) -> str:
     if reflections is None:
-        from agent_policies.registry import REFLECTION
+        from agentir.agent_policies.registry import REFLECTION
 
         reflections = REFLECTION.names()
     if not isinstance(value, str) or value not in reflections:
@@ -208,8 +208,8 @@ def _check_subtasks(name: str, value: Any) -> list[str]:
 
 def _check_tools(name: str, value: Any, tools: Collection[str] | None) -> dict[str, list[str]]:
     if tools is None:
-        import toolbox.tools  # noqa: F401 - registers the built-in tools, so their names are known
-        from toolbox.base import TOOL_INFO
+        import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools, so their names are known
+        from agentir.toolbox.base import TOOL_INFO
 
         tools = TOOL_INFO
     if not isinstance(value, Mapping):

@@ -1,6 +1,6 @@
 """Policies by explicit name, and :class:`Policies`: the instances one process part uses.
 
-The registries map a name to a factory that takes the :class:`~agent_policies.settings.PolicySettings`
+The registries map a name to a factory that takes the :class:`~agentir.agent_policies.settings.PolicySettings`
 and imports its module only when called (nothing heavy loads until a policy is asked for). They
 hold no instances: a :class:`Policies` object, built by an entry point from its settings and
 handed to the actors, builds each policy once and keeps it. Two ``Restorer`` objects with
@@ -13,11 +13,11 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from agent_policies.perception import PerceptionPolicy
-from agent_policies.planning import LearningPolicy, PlanningPolicy
-from agent_policies.reflection import ReflectionPolicy
-from agent_policies.settings import PolicySettings
-from toolbox.registry import Registry
+from agentir.agent_policies.perception import PerceptionPolicy
+from agentir.agent_policies.planning import LearningPolicy, PlanningPolicy
+from agentir.agent_policies.reflection import ReflectionPolicy
+from agentir.agent_policies.settings import PolicySettings
+from agentir.toolbox.registry import Registry
 
 __all__ = ["DEFAULT_PERCEPTION", "DEFAULT_PLANNING", "PERCEPTION", "PLANNING", "REFLECTION", "Policies"]
 
@@ -45,17 +45,17 @@ def _register(registry: Registry[Factory], name: str, factory: Factory) -> None:
     registry.register(name, lambda: factory)
 
 
-_register(PERCEPTION, "analytic", _lazy("agent_policies.perception.analytic:AnalyticPerception"))
-_register(PERCEPTION, "vlm", _lazy("agent_policies.perception.vlm:VLMPerception", settings=True))
-_register(PLANNING, "experience", _lazy("agent_policies.planning.experience:ExperiencePlanner", settings=True))
-_register(PLANNING, "rules", _lazy("agent_policies.planning.rules:RulesPlanner"))
-_register(PLANNING, "random", _lazy("agent_policies.planning.random_order:RandomPlanner"))
-_register(PLANNING, "llm", _lazy("agent_policies.planning.llm:LLMPlanner", settings=True))
-_register(PLANNING, "fixed", _lazy("agent_policies.planning.fixed:FixedPlanner"))
-_register(REFLECTION, "threshold", _lazy("agent_policies.reflection:ThresholdReflection"))
-_register(REFLECTION, "first-success", _lazy("agent_policies.reflection:ThresholdReflection", accept_level="low", name="first-success"))
-_register(REFLECTION, "none", _lazy("agent_policies.reflection:NoReflection"))
-_register(REFLECTION, "judge", _lazy("agent_policies.reflection:JudgeReflection"))
+_register(PERCEPTION, "analytic", _lazy("agentir.agent_policies.perception.analytic:AnalyticPerception"))
+_register(PERCEPTION, "vlm", _lazy("agentir.agent_policies.perception.vlm:VLMPerception", settings=True))
+_register(PLANNING, "experience", _lazy("agentir.agent_policies.planning.experience:ExperiencePlanner", settings=True))
+_register(PLANNING, "rules", _lazy("agentir.agent_policies.planning.rules:RulesPlanner"))
+_register(PLANNING, "random", _lazy("agentir.agent_policies.planning.random_order:RandomPlanner"))
+_register(PLANNING, "llm", _lazy("agentir.agent_policies.planning.llm:LLMPlanner", settings=True))
+_register(PLANNING, "fixed", _lazy("agentir.agent_policies.planning.fixed:FixedPlanner"))
+_register(REFLECTION, "threshold", _lazy("agentir.agent_policies.reflection:ThresholdReflection"))
+_register(REFLECTION, "first-success", _lazy("agentir.agent_policies.reflection:ThresholdReflection", accept_level="low", name="first-success"))
+_register(REFLECTION, "none", _lazy("agentir.agent_policies.reflection:NoReflection"))
+_register(REFLECTION, "judge", _lazy("agentir.agent_policies.reflection:JudgeReflection"))
 
 #: The planning policy used when a job names none.
 DEFAULT_PLANNING = "experience"

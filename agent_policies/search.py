@@ -32,12 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_policies.planning import LearningPolicy, PlanContext, PlanningPolicy
-from agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, ReflectionPolicy
-from agent_policies.trace import Trace
-from bus.blobs import BlobRef
-from bus.messages import Candidate
-from toolbox.vocab import DEGRADATIONS, check_degradation, is_present, level_index
+from agentir.agent_policies.planning import LearningPolicy, PlanContext, PlanningPolicy
+from agentir.agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, ReflectionPolicy
+from agentir.agent_policies.trace import Trace
+from agentir.bus.blobs import BlobRef
+from agentir.bus.messages import Candidate
+from agentir.toolbox.vocab import DEGRADATIONS, check_degradation, is_present, level_index
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Budget:
     its degradation is kept (the search moves on from it) instead of rolled back; only steps
     that did not help at all roll back (the paper rolls back on any failure: ``False``).
 
-    Built from a job's options by :meth:`agent_policies.options.JobOptions.budget`, which also
+    Built from a job's options by :meth:`agentir.agent_policies.options.JobOptions.budget`, which also
     validates them; the defaults here are the job defaults (``JobOptions`` takes them from here).
     """
 

@@ -1,9 +1,9 @@
 """What the policies are configured with: one :class:`PolicySettings`, built at an entry point.
 
-Nothing in :mod:`agent_policies` reads the environment or keeps configuration in module state.
+Nothing in :mod:`agentir.agent_policies` reads the environment or keeps configuration in module state.
 The entry points (``agentir`` CLI, the daemon, an embedder's ``Restorer``) build the settings,
 ``agentir.settings.Settings.from_env`` reading the ``AGENTIR_*`` variables there, and pass them
-to :class:`agent_policies.registry.Policies`, which builds each policy from them.
+to :class:`agentir.agent_policies.registry.Policies`, which builds each policy from them.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from typing import Any
 
 from agentir.logs import LOG_LEVELS, configure_logging
 from agentir.settings import Settings, SettingsError
-from toolbox.vocab import is_present
+from agentir.toolbox.vocab import is_present
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -228,7 +228,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- perceive
 def cmd_perceive(args: argparse.Namespace) -> int:
-    from agent_policies.registry import Policies
+    from agentir.agent_policies.registry import Policies
     from agentir.imageio import ImageInputError, collect_inputs, load_image
 
     policy = Policies(args.settings.policies).perception(args.perception)
@@ -272,11 +272,11 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- tools
 def cmd_tools(args: argparse.Namespace) -> int:
-    import toolbox.tools  # noqa: F401 - registers the built-in tools
-    from agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
-    from toolbox.base import TOOL_INFO, unavailable_reason
-    from toolbox.costs import tool_cost
-    from toolbox.vocab import DEGRADATIONS, SUBTASKS
+    import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools
+    from agentir.agent_policies.registry import PERCEPTION, PLANNING, REFLECTION
+    from agentir.toolbox.base import TOOL_INFO, unavailable_reason
+    from agentir.toolbox.costs import tool_cost
+    from agentir.toolbox.vocab import DEGRADATIONS, SUBTASKS
 
     for d in DEGRADATIONS:
         print(f"{d} ({SUBTASKS[d]}):")
@@ -297,7 +297,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 def cmd_knowledge(args: argparse.Namespace) -> int:
     """Print what exploration learned: the knowledge file as prose (or its JSON)."""
-    from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError
+    from agentir.agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError
 
     path = args.file or args.settings.policies.knowledge or DEFAULT_KNOWLEDGE
     try:
@@ -315,8 +315,8 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from agent_policies.options import JobOptions
     from agentir import __version__
+    from agentir.agent_policies.options import JobOptions
 
     parser = argparse.ArgumentParser(prog="agentir", description="Offline agentic image restoration (perceive, plan, execute, reflect, roll back).")
     parser.add_argument("--version", action="version", version=f"agentir {__version__}")
@@ -503,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("interrupted")
         return 130
     except Exception as exc:  # user errors (unknown policy, bad folder...) get one line, not a traceback
-        from toolbox.registry import UnknownNameError
+        from agentir.toolbox.registry import UnknownNameError
 
         if isinstance(exc, (UnknownNameError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)):
             _err(f"error: {exc}")

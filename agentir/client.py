@@ -237,12 +237,12 @@ class AgentirClient:
     ) -> tuple[bytes, dict[str, Any]]:
         """Submit over ``/v1/ws`` and follow the job to its end; returns ``(png_bytes, trace)``.
 
-        ``on_progress`` receives each :class:`bus.messages.JobProgress`. Raises DaemonError /
+        ``on_progress`` receives each :class:`agentir.bus.messages.JobProgress`. Raises DaemonError /
         DaemonBusy (a ``ws.error`` answer), JobFailedError, TimeoutError.
         """
+        from agentir.bus.codec import decode, encode
+        from agentir.bus.messages import JobProgress
         from agentir.daemon.messages import WsAck, WsError, WsResult, WsSubmit
-        from bus.codec import decode, encode
-        from bus.messages import JobProgress
 
         data = _image_bytes(image)
         ws_url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"

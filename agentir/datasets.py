@@ -37,8 +37,8 @@ import structlog
 from tqdm import tqdm
 
 from agentir.imageio import load_image, save_png_atomic, write_text_atomic
-from toolbox.degrade import COMBINATIONS, crop_to_multiple, degrade_chain
-from toolbox.vocab import DEGRADATIONS, level_index
+from agentir.toolbox.degrade import COMBINATIONS, crop_to_multiple, degrade_chain
+from agentir.toolbox.vocab import DEGRADATIONS, level_index
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -150,7 +150,7 @@ def build_benchmark(
         ``degradations``, ``levels``, ``source`` (clean file name), ``stem``, ``lq`` / ``hq``
         (paths relative to ``out_dir``), ``lq_shape`` / ``hq_shape``, ``seed`` (the image's
         seed-sequence entropy) and ``params`` (one dict per degradation, as returned by
-        :func:`toolbox.degrade.degrade`).
+        :func:`agentir.toolbox.degrade.degrade`).
 
     Raises:
         FileNotFoundError: ``clean_dir`` is missing.
@@ -280,13 +280,13 @@ def load_manifest(out_dir: str | os.PathLike[str]) -> dict:
 def score_inputs(out_dir: str | os.PathLike[str], manifest: dict | None = None) -> dict:
     """Score the degraded inputs themselves against their references (the "no restoration" baseline).
 
-    Low-resolution inputs are upscaled x4 bicubic first (:func:`toolbox.metrics.score`).
+    Low-resolution inputs are upscaled x4 bicubic first (:func:`agentir.toolbox.metrics.score`).
 
     Returns:
         ``{"combos": {"<group>/<combo>[/<level>]": {"psnr", "ssim", "n"}}, "groups": {group:
         {"psnr", "ssim"}}}`` where a group's score is the mean over its combinations' means.
     """
-    from toolbox.metrics import score  # local: only the scoring path needs it
+    from agentir.toolbox.metrics import score  # local: only the scoring path needs it
 
     out = Path(out_dir)
     manifest = manifest if manifest is not None else load_manifest(out)

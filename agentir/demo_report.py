@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from agentir.imageio import collect_inputs, load_image, output_paths, save_png_atomic
-from toolbox.degrade import bicubic_resize
-from toolbox.metrics import score
+from agentir.toolbox.degrade import bicubic_resize
+from agentir.toolbox.metrics import score
 
 _LABEL_H = 18
 

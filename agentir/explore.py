@@ -14,7 +14,7 @@ of its two subtasks and, at every step, every tool the agent may choose (``tools
 child continuing from each tool output. Every node (the input, each step's output) is perceived
 on all eight degradations and scored against the clean reference (PSNR / SSIM-Y). Records go
 one image per line to ``--records`` (default ``KNOWLEDGE.records.jsonl``); a rerun resumes
-where it stopped (same settings) unless ``--fresh``. Finally :func:`agent_policies.knowledge.distil`
+where it stopped (same settings) unless ``--fresh``. Finally :func:`agentir.agent_policies.knowledge.distil`
 writes the knowledge file atomically.
 
 Deterministic: tools and perception are deterministic and images are seeded, so the same
@@ -54,7 +54,7 @@ def _err(text: str) -> None:
 def training_images(data: Path) -> tuple[list[Path], str]:
     """The images exploration may use, and how they were chosen."""
     from agentir.datasets import list_images
-    from toolbox.splits import FOLDERS, split_images
+    from agentir.toolbox.splits import FOLDERS, split_images
 
     if all((data / sub).is_dir() for sub in FOLDERS):
         return split_images(data)[0], "training split: McMaster + Set5 + first half of CBSD68 by name"
@@ -74,7 +74,7 @@ def group_a(names: Sequence[str] | None = None) -> list[tuple[int, tuple[str, ..
     Raises:
         ValueError: a name that is not a group-A combination (B and C are never explored).
     """
-    from toolbox.degrade import COMBINATIONS
+    from agentir.toolbox.degrade import COMBINATIONS
 
     table = {"+".join(c): (i, tuple(c)) for i, c in enumerate(COMBINATIONS["A"])}
     if not names:
@@ -117,7 +117,7 @@ _STATE: dict[str, Any] = {}
 
 def _register_tools() -> None:
     """Register every tool, classical and learned: exploration tries them all."""
-    for module in ("toolbox.tools", "toolbox.learned"):
+    for module in ("agentir.toolbox.tools", "agentir.toolbox.learned"):
         importlib.import_module(module)
 
 
@@ -130,20 +130,20 @@ def _init_worker(threads: int) -> None:
 
 def _perception() -> Any:
     if "perception" not in _STATE:
-        from agent_policies.perception.analytic import AnalyticPerception
+        from agentir.agent_policies.perception.analytic import AnalyticPerception
 
         _STATE["perception"] = AnalyticPerception()
     return _STATE["perception"]
 
 
 def _run_tool(name: str, img: np.ndarray) -> np.ndarray:
-    from toolbox.base import TOOLS, run_on_rgb
+    from agentir.toolbox.base import TOOLS, run_on_rgb
 
     return run_on_rgb(TOOLS.get(name), img)
 
 
 def _node(img: np.ndarray, ref: np.ndarray, path: list[list[str]], seconds: float) -> dict[str, Any]:
-    from toolbox.metrics import score
+    from agentir.toolbox.metrics import score
 
     p = _perception().perceive([img])[0]
     s = score(img.astype(np.float64) / 255.0, ref.astype(np.float64) / 255.0)
@@ -160,7 +160,7 @@ def _node(img: np.ndarray, ref: np.ndarray, path: list[list[str]], seconds: floa
 def explore_image(job: Mapping[str, Any], tools: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """The full tree for one degraded image: every order of its subtasks, every tool per step."""
     from agentir.datasets import read_rgb
-    from toolbox.degrade import crop_to_multiple, degrade_chain
+    from agentir.toolbox.degrade import crop_to_multiple, degrade_chain
 
     t0 = time.perf_counter()
     ref = crop_to_multiple(read_rgb(job["path"]), 4)
@@ -273,10 +273,10 @@ def main_explore(argv: Sequence[str]) -> int:
         _err("error: --per-combo and --workers must be at least 1")
         return EXIT_USAGE
     _register_tools()
-    from agent_policies.knowledge import distil, knowledge_text
+    from agentir.agent_policies.knowledge import distil, knowledge_text
     from agentir.imageio import write_text_atomic
-    from toolbox.base import tools_for
-    from toolbox.vocab import DEGRADATIONS
+    from agentir.toolbox.base import tools_for
+    from agentir.toolbox.vocab import DEGRADATIONS
 
     data = args.data
     try:

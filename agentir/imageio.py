@@ -59,7 +59,7 @@ import numpy as np
 import structlog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bus.files import write_bytes_atomic, write_text_atomic  # re-exported: the project's atomic writers
+from agentir.bus.files import write_bytes_atomic, write_text_atomic  # re-exported: the project's atomic writers
 
 __all__ = [
     "DEFAULT_QUALITY",

@@ -23,19 +23,19 @@ import anyio
 import numpy as np
 import structlog
 
-from actors.supervisor import Supervisor, build_actors
-from agent_policies.options import JobOptions
-from agent_policies.registry import DEFAULT_PERCEPTION, DEFAULT_PLANNING, Policies
+from agentir.actors.supervisor import Supervisor, build_actors
+from agentir.agent_policies.options import JobOptions
+from agentir.agent_policies.registry import DEFAULT_PERCEPTION, DEFAULT_PLANNING, Policies
+from agentir.bus.base import Bus
+from agentir.bus.blobs import BlobStore, MemoryBlobStore
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
 from agentir.logs import ensure_logging
 from agentir.settings import Settings
-from bus.base import Bus
-from bus.blobs import BlobStore, MemoryBlobStore
-from bus.memory import InMemoryBus
-from bus.messages import JobCancel, JobFailed, JobFinished, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
 
 if TYPE_CHECKING:
-    from actors.executor import Executor
-    from actors.scheduler import BatchStats
+    from agentir.actors.executor import Executor
+    from agentir.actors.scheduler import BatchStats
     from agentir.stream.api import FrameStream
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,7 @@ class Restorer:
     Args:
         policy: default planning policy name (default ``experience``; ``rules``, ``random``, ...).
         perception: perception policy name.
-        options: default job options (the wire form of :class:`~agent_policies.options.JobOptions`:
+        options: default job options (the wire form of :class:`~agentir.agent_policies.options.JobOptions`:
             budgets, ``reflection``, ``rollback``, ``wave``...), validated here; a job's own
             options apply over them.
         settings: what policies and plug-ins are configured with (default
@@ -89,7 +89,7 @@ class Restorer:
         bus: where the actors are: None (default) runs them here on an in-memory bus; a broker
             URL (``redis://HOST:6379/0``) makes this Restorer a front end of workers started
             with ``agentir worker`` (images travel through the broker's blob store, which
-            replaces ``blobs``); or a :class:`~bus.base.Bus` instance (then pass ``blobs`` the
+            replaces ``blobs``); or a :class:`~agentir.bus.base.Bus` instance (then pass ``blobs`` the
             workers can read too). Without ``bus=``, :data:`DEFAULT_BUS` decides.
         local_actors: run the actors in this process (default: only with the in-memory bus).
 
@@ -123,8 +123,8 @@ class Restorer:
         self.settings = settings if settings is not None else Settings.from_env()
         # Tools first (built-in, the settings' plug-ins, then ``plugins``): a bad plug-in file
         # fails here, before any actor starts.
-        import toolbox.tools  # noqa: F401 - registers the built-in tools
-        from toolbox.plugins import ensure_plugins
+        import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools
+        from agentir.toolbox.plugins import ensure_plugins
 
         for path in self.settings.plugins:
             ensure_plugins(path)
@@ -145,8 +145,8 @@ class Restorer:
         if bus is None:
             bus = DEFAULT_BUS.get()
         if isinstance(bus, str):
-            from bus.redis import RedisBus
-            from bus.redis_blobs import RedisBlobStore
+            from agentir.bus.redis import RedisBus
+            from agentir.bus.redis_blobs import RedisBlobStore
 
             self.bus: Bus = RedisBus(bus, source="agentir-frontend")
             # Workers elsewhere read the images: they live in the broker, whatever ``blobs`` says.
@@ -201,8 +201,8 @@ class Restorer:
         return self
 
     async def _connect(self) -> None:
-        from bus.redis import RedisBus
-        from bus.redis_blobs import RedisBlobStore
+        from agentir.bus.redis import RedisBus
+        from agentir.bus.redis_blobs import RedisBlobStore
 
         for part in self._owned:
             try:
@@ -215,7 +215,7 @@ class Restorer:
                 raise
 
     async def _close_owned(self) -> None:
-        from bus.redis import RedisBus
+        from agentir.bus.redis import RedisBus
 
         with anyio.CancelScope(shield=True):
             for part in self._owned:
@@ -339,7 +339,7 @@ class Restorer:
         Restorer runs none (not entered, or a remote bus whose workers execute)."""
         if self._supervisor is None:
             return None
-        from actors.executor import Executor  # imported already: the supervisor built the actors
+        from agentir.actors.executor import Executor  # imported already: the supervisor built the actors
 
         executor = self._supervisor.actors.get("executor")
         return executor if isinstance(executor, Executor) else None

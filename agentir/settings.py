@@ -1,7 +1,7 @@
 """One settings object per process part, built at the entry point and passed down.
 
 The ``AGENTIR_*`` environment variables are read here and nowhere else (the one exception is
-``AGENTIR_KERNELS``, read by :mod:`kernels.backend` on each call, as its style contract says: a
+``AGENTIR_KERNELS``, read by :mod:`agentir.kernels.backend` on each call, as its style contract says: a
 kernel backend is forced by an environment variable, like ``TRITON_INTERPRET``). The CLI and the
 daemon call :meth:`Settings.from_env`; an embedder passes a :class:`Settings` to ``Restorer``
 (or lets it read the environment the same way). Below the entry points, code receives settings
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_policies.settings import ChatSettings, PolicySettings
+from agentir.agent_policies.settings import ChatSettings, PolicySettings
 from agentir.logs import LOG_LEVELS
 
 __all__ = ["Settings", "SettingsError"]

@@ -1,7 +1,7 @@
 """``agentir train``: reproduce the learned parts of agentir with one command.
 
 ``agentir train perception [--out FILE] [--seed S] [--cache FILE] [--data DIR] [--workers N]``
-    Refits the built-in perception's models (:mod:`agent_policies.perception.calibrate`): it
+    Refits the built-in perception's models (:mod:`agentir.agent_policies.perception.calibrate`): it
     synthesises the severity-level and benchmark-combination images of ``BENCHMARK.md`` from the
     clean images in ``--data`` (``CBSD68/``, ``McMaster/``, ``Set5/``; fit on McMaster + Set5 + the
     first 34 CBSD68 images sorted by name, the last 34 held out), computes the analytic features,
@@ -18,7 +18,7 @@
 ``agentir train tool NAME [--steps N] [--seed S] [--data DIR] [--out DIR] [--weights-out FILE] [--resume | --fresh] [--threads T]``
     Trains the learned restoration tool ``NAME`` (``cnn_denoise``, ``cnn_dejpeg``, ``cnn_sr``,
     ``cnn_motion_deblur``, ``allinone``, ``cnn_defocus_deblur``, ``cnn_derain``;
-    :mod:`toolbox.learned.train`): pairs synthesised with ``toolbox.degrade`` from the same fit
+    :mod:`agentir.toolbox.learned.train`): pairs synthesised with ``agentir.toolbox.degrade`` from the same fit
     split (held-out CBSD68 half never trained on), Adam + cosine learning rate, L1 loss, seeded.
     Checkpoints go to ``OUT/NAME/`` (default ``out/train``) every ``--ckpt-every`` steps and a
     rerun continues them (``--fresh`` starts over); the final weights are written atomically to
@@ -52,7 +52,7 @@ def _err(text: str) -> None:
 
 def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
     """The ``agentir train`` argument parser (subcommands ``perception`` and ``tool``)."""
-    from agent_policies.perception.calibrate import DEFAULT_OUT
+    from agentir.agent_policies.perception.calibrate import DEFAULT_OUT
 
     parser = argparse.ArgumentParser(prog=prog, description="Reproduce agentir's learned components.")
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -79,7 +79,7 @@ def build_parser(prog: str = "agentir train") -> argparse.ArgumentParser:
         help=f"folder with the camera clips; the first 10 asl_* clips by name are fit clips, the rest held out (default {DEFAULT_VIDEO})",
     )
     p.add_argument("--workers", type=int, default=2, help="processes for the synthesis (default 2)")
-    from toolbox.learned.train import build_parser as tool_parser
+    from agentir.toolbox.learned.train import build_parser as tool_parser
 
     sub.add_parser("judge", add_help=False, help="refit the step judge of the judge reflection (agentir train judge --help)")
     t = sub.add_parser("tool", help="train a learned restoration tool (writes toolbox/weights/NAME.safetensors)")
@@ -93,17 +93,17 @@ def main_train(argv: Sequence[str]) -> int:
     if argv[:1] == ["judge"]:
         # ``agentir train judge [--data DIR] [--cache FILE] [--seed S] [--workers N]``: refits the
         # step judge (agent_policies/reflection/judge.json + judge.safetensors).
-        from agent_policies.reflection.fit_judge import main_train_judge
+        from agentir.agent_policies.reflection.fit_judge import main_train_judge
 
         return main_train_judge(argv[1:])
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.what == "tool":
-        from toolbox.learned.train import main as train_tool
+        from agentir.toolbox.learned.train import main as train_tool
 
         return train_tool(args=args)
-    from agent_policies.perception import calibrate
-    from agent_policies.perception.realdata import split_clips
+    from agentir.agent_policies.perception import calibrate
+    from agentir.agent_policies.perception.realdata import split_clips
 
     if args.workers < 1:
         _err(f"error: --workers must be at least 1, got {args.workers}")

@@ -1,13 +1,13 @@
 """The message bus: schemas, msgpack codec, the Bus protocol, backends and the blob store.
 
-Imports no torch. See :mod:`bus.base` for the delivery guarantees and :mod:`bus.messages` for
+Imports no torch. See :mod:`agentir.bus.base` for the delivery guarantees and :mod:`agentir.bus.messages` for
 every message kind.
 """
 
-from bus.base import Bus, Delivery, Subscription
-from bus.blobs import BlobRef, BlobStore, DirectoryBlobStore, MemoryBlobStore
-from bus.codec import MAX_MESSAGE_BYTES, Envelope, decode, encode
-from bus.errors import (
+from agentir.bus.base import Bus, Delivery, Subscription
+from agentir.bus.blobs import BlobRef, BlobStore, DirectoryBlobStore, MemoryBlobStore
+from agentir.bus.codec import MAX_MESSAGE_BYTES, Envelope, decode, encode
+from agentir.bus.errors import (
     BlobNotFound,
     BusClosed,
     BusError,
@@ -21,8 +21,8 @@ from bus.errors import (
     UnknownMessageKind,
     UnsupportedVersion,
 )
-from bus.memory import InMemoryBus
-from bus.schema import Message
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.schema import Message
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -11,10 +11,10 @@ Delivery guarantees (every backend documents which it gives):
   A backend that can lose a worker redelivers that worker's unacknowledged messages; handlers
   must therefore be idempotent (keyed by job and node ids).
 * Mailboxes are bounded: ``publish`` waits while a target mailbox is full and raises
-  :class:`~bus.errors.BusFull` after ``publish_timeout`` seconds. Nothing grows without bound.
-* ``request`` waits for exactly one reply and raises :class:`~bus.errors.RequestTimeout`,
-  :class:`~bus.errors.NoResponders`, :class:`~bus.errors.RemoteError` (the responder answered
-  with an :class:`~bus.messages.ErrorReply`) or :class:`~bus.errors.BusClosed` (the bus closed
+  :class:`~agentir.bus.errors.BusFull` after ``publish_timeout`` seconds. Nothing grows without bound.
+* ``request`` waits for exactly one reply and raises :class:`~agentir.bus.errors.RequestTimeout`,
+  :class:`~agentir.bus.errors.NoResponders`, :class:`~agentir.bus.errors.RemoteError` (the responder answered
+  with an :class:`~agentir.bus.messages.ErrorReply`) or :class:`~agentir.bus.errors.BusClosed` (the bus closed
   while waiting; pending requests never hang).
 * A subscriber that receives bytes it cannot decode logs ``bus.rejected``, counts it in
   ``Subscription.rejected`` and carries on.
@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from bus.codec import Envelope
-from bus.schema import Message
+from agentir.bus.codec import Envelope
+from agentir.bus.schema import Message
 
 
 @runtime_checkable

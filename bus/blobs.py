@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bus.errors import BlobNotFound, BusError
+from agentir.bus.errors import BlobNotFound, BusError
 
 _DTYPES = frozenset({"uint8", "uint16", "float16", "float32", "float64", "int32", "int64"})
 

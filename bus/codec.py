@@ -5,7 +5,7 @@ Wire format (a msgpack map)::
     {"k": kind, "v": version, "id": str, "cid": correlation id | nil, "cause": str | nil,
      "src": source, "ts": unix seconds, "rt": reply subject | nil, "b": body map}
 
-``decode`` rejects, with a :class:`~bus.errors.CodecError` subclass and never another exception:
+``decode`` rejects, with a :class:`~agentir.bus.errors.CodecError` subclass and never another exception:
 oversized input, bytes that are not msgpack, a map missing envelope fields, an unknown kind, a
 version newer than this process reads (older ones are upgraded), and a body that does not fit the
 schema.
@@ -20,9 +20,9 @@ from typing import Any
 
 import msgpack
 
-from bus import messages as _messages  # noqa: F401 - registers the message kinds
-from bus.errors import MalformedMessage, MessageTooLarge, UnknownMessageKind, UnsupportedVersion
-from bus.schema import REGISTRY, UPGRADES, Message, from_wire, to_wire
+from agentir.bus import messages as _messages  # noqa: F401 - registers the message kinds
+from agentir.bus.errors import MalformedMessage, MessageTooLarge, UnknownMessageKind, UnsupportedVersion
+from agentir.bus.schema import REGISTRY, UPGRADES, Message, from_wire, to_wire
 
 #: Default limit on one encoded message. Images are blobs, so control messages stay small.
 MAX_MESSAGE_BYTES = 1 << 20

@@ -1,6 +1,6 @@
 """In-memory bus backend on bounded anyio memory object streams.
 
-Guarantees: everything in :mod:`bus.base`, within one process. Nothing survives a process
+Guarantees: everything in :mod:`agentir.bus.base`, within one process. Nothing survives a process
 crash (use a broker backend for that). Unacknowledged messages still buffered in a closing
 group member are handed to the group's remaining members.
 """
@@ -15,10 +15,10 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from bus.codec import MAX_MESSAGE_BYTES, Envelope, decode, encode, new_id
-from bus.errors import BusClosed, BusFull, CodecError, NoResponders, RemoteError, RequestTimeout
-from bus.messages import ErrorReply
-from bus.schema import Message
+from agentir.bus.codec import MAX_MESSAGE_BYTES, Envelope, decode, encode, new_id
+from agentir.bus.errors import BusClosed, BusFull, CodecError, NoResponders, RemoteError, RequestTimeout
+from agentir.bus.messages import ErrorReply
+from agentir.bus.schema import Message
 
 log = structlog.get_logger(__name__)
 

@@ -5,8 +5,8 @@ Flow of one job (subjects in :class:`Subjects`)::
     JobSubmitted -> Perceiver -> Perceived -> Planner -> ExecuteStep -> Executor
       -> StepExecuted -> Reflector -> Reflected -> Planner -> ... -> JobFinished | JobFailed
 
-Pixels never ride inline: images are :class:`~bus.blobs.BlobRef` into a blob store. Subtasks are
-named by the degradation they treat (``"noise"``, ``"haze"``, ...; see ``toolbox.vocab``).
+Pixels never ride inline: images are :class:`~agentir.bus.blobs.BlobRef` into a blob store. Subtasks are
+named by the degradation they treat (``"noise"``, ``"haze"``, ...; see ``agentir.toolbox.vocab``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from bus.blobs import BlobRef
-from bus.schema import Message, message, record
+from agentir.bus.blobs import BlobRef
+from agentir.bus.schema import Message, message, record
 
 
 class Subjects:
@@ -55,7 +55,7 @@ class JobSubmitted(Message):
     """A client asks for ``image`` to be restored.
 
     ``policy`` names the planning policy (empty: the Planner's default, ``experience``).
-    ``options`` are the wire form of :class:`agent_policies.options.JobOptions`: only the options
+    ``options`` are the wire form of :class:`agentir.agent_policies.options.JobOptions`: only the options
     the client set; the Planner fills in the defaults and validates them there, in one place.
     """
 

@@ -1,4 +1,4 @@
-"""Redis Streams backend of the :class:`~bus.base.Bus` protocol, for actors on several machines.
+"""Redis Streams backend of the :class:`~agentir.bus.base.Bus` protocol, for actors on several machines.
 
 Mapping (every key under ``prefix``, default ``agentir``):
 
@@ -25,18 +25,18 @@ Mapping (every key under ``prefix``, default ``agentir``):
 * Backpressure: a group's mailbox is the sum of its live members' ``max_pending``. ``publish``
   checks and appends in one server-side script: while any group of the stream holds that many
   entries not yet acknowledged (undelivered plus in progress), the publisher waits, and raises
-  :class:`~bus.errors.BusFull` after ``publish_timeout`` seconds. A queue group with no live
+  :class:`~agentir.bus.errors.BusFull` after ``publish_timeout`` seconds. A queue group with no live
   member accepts up to ``idle_capacity`` entries (work queues up while workers restart).
 * Bounded streams: entries acknowledged by every group are trimmed (``XTRIM MINID``) and every
   append caps the stream at about ``max_len`` entries (``MAXLEN ~``).
 * Request/reply: replies go to a per-bus inbox stream ``{prefix}:inbox:{id}`` (expiring after
   ten minutes unused); ``request`` raises ``NoResponders`` when the subject has no live member.
 * Broker outages (a restart, a failover): every command is retried with a backoff for up to
-  ``reconnect_timeout`` seconds before :class:`~bus.errors.BrokerUnavailable` is raised; readers
+  ``reconnect_timeout`` seconds before :class:`~agentir.bus.errors.BrokerUnavailable` is raised; readers
   keep retrying. Consumer groups and pending entries live in Redis, so with append-only
   persistence nothing accepted is lost across a restart.
 
-Guarantees: everything in :mod:`bus.base`, across processes and machines, with at-least-once
+Guarantees: everything in :mod:`agentir.bus.base`, across processes and machines, with at-least-once
 delivery (handlers must be idempotent). Order is per stream, not across redeliveries.
 
 The backend is asyncio-only (it uses ``redis.asyncio``); use it as ``async with RedisBus(url) as
@@ -62,10 +62,10 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
-from bus.codec import MAX_MESSAGE_BYTES, Envelope, decode, encode, new_id
-from bus.errors import BrokerUnavailable, BusClosed, BusError, BusFull, CodecError, NoResponders, RemoteError, RequestTimeout
-from bus.messages import ErrorReply
-from bus.schema import Message
+from agentir.bus.codec import MAX_MESSAGE_BYTES, Envelope, decode, encode, new_id
+from agentir.bus.errors import BrokerUnavailable, BusClosed, BusError, BusFull, CodecError, NoResponders, RemoteError, RequestTimeout
+from agentir.bus.messages import ErrorReply
+from agentir.bus.schema import Message
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -632,7 +632,7 @@ class RedisBus:
         url: ``redis://HOST[:PORT][/DB]`` (``rediss://`` for TLS, ``unix://PATH``).
         prefix: namespace of every key (several deployments can share one Redis).
         source: written into every envelope (which process sent it).
-        publish_timeout: seconds a publisher waits for room before :class:`~bus.errors.BusFull`.
+        publish_timeout: seconds a publisher waits for room before :class:`~agentir.bus.errors.BusFull`.
         max_deliveries: deliveries of one entry before it is dead-lettered.
         visibility_timeout: seconds an entry of a silent consumer stays with it before another
             member takes it over.

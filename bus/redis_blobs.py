@@ -1,14 +1,14 @@
 """Content-addressed blob store in Redis: the image a front end received, readable by every worker.
 
 A blob is one Redis string ``{prefix}:blob:{sha256}`` holding the array's raw bytes (shape and
-dtype travel in the :class:`~bus.blobs.BlobRef`). Lifetime: every ``put`` and ``get`` sets the
+dtype travel in the :class:`~agentir.bus.blobs.BlobRef`). Lifetime: every ``put`` and ``get`` sets the
 key to expire ``ttl`` seconds later, so a blob lives as long as some job keeps using it, plus
 ``ttl`` (choose it above the job timeout); Redis' own ``maxmemory`` policy bounds the total. A
 single blob over ``max_blob_bytes`` is refused. ``get`` checks the bytes against the reference's
 hash, so a corrupted or mismatched blob is an error, never a wrong image.
 
 Thread-safe (tools run in worker threads): the client keeps a connection pool. Broker outages are
-retried for ``reconnect_timeout`` seconds, then :class:`~bus.errors.BrokerUnavailable`.
+retried for ``reconnect_timeout`` seconds, then :class:`~agentir.bus.errors.BrokerUnavailable`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import redis
 import redis.exceptions
 import structlog
 
-from bus.blobs import BlobRef, _check_array, _digest
-from bus.errors import BlobNotFound, BrokerUnavailable, BusError
-from bus.redis import check_url, redact
+from agentir.bus.blobs import BlobRef, _check_array, _digest
+from agentir.bus.errors import BlobNotFound, BrokerUnavailable, BusError
+from agentir.bus.redis import check_url, redact
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class RedisBlobStore:
                 delay = min(delay * 2, 1.0)
 
     def ping(self) -> None:
-        """Check the broker answers (raises :class:`~bus.errors.BrokerUnavailable`)."""
+        """Check the broker answers (raises :class:`~agentir.bus.errors.BrokerUnavailable`)."""
         try:
             self._redis.ping()
         except (*_TRANSIENT, redis.exceptions.RedisError) as exc:

@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from bus.errors import MalformedMessage
+from agentir.bus.errors import MalformedMessage
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from kernels.backend import KernelInputError
+from agentir.kernels.backend import KernelInputError
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

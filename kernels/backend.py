@@ -1,6 +1,6 @@
 """Backend choice for the kernels: Triton on CUDA, the pure-torch reference elsewhere.
 
-Every public op in :mod:`kernels` asks :func:`use_triton` whether to launch its Triton kernel
+Every public op in :mod:`agentir.kernels` asks :func:`use_triton` whether to launch its Triton kernel
 or run its reference. The answer depends on the ``AGENTIR_KERNELS`` environment variable,
 read at each call so a daemon (or a test) can change it without re-importing:
 
@@ -70,7 +70,7 @@ _INTERPRETER_LOCK = threading.Lock()
 
 
 class KernelError(Exception):
-    """Base class of every error raised by :mod:`kernels`."""
+    """Base class of every error raised by :mod:`agentir.kernels`."""
 
 
 class KernelBackendError(KernelError, RuntimeError):

@@ -10,7 +10,7 @@
 
 Each entry reports milliseconds (median of ``repeats``), effective bandwidth in GB/s (the
 bytes an ideal implementation must read and write, divided by the time) and the speed-up
-ratios ``reference_ms / triton_ms`` and ``eager_ms / triton_ms``. Run ``python -m kernels.bench``
+ratios ``reference_ms / triton_ms`` and ``eager_ms / triton_ms``. Run ``python -m agentir.kernels.bench``
 for a table. Benchmarks never assert on time; tests only check the report's shape.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import torch
 
-from kernels import backend, color, convert, stats, tiles
+from agentir.kernels import backend, color, convert, stats, tiles
 
 __all__ = ["main", "run_kernel_bench"]
 
@@ -70,7 +70,7 @@ def _eager_blend(t: torch.Tensor, pos: torch.Tensor, hw: tuple[int, int], overla
 
 
 def _eager_stats(f: torch.Tensor, m: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
-    """The statistics of :func:`kernels.stats.image_stats` as unfused float32 torch ops."""
+    """The statistics of :func:`agentir.kernels.stats.image_stats` as unfused float32 torch ops."""
     y = torch.einsum("j,njhw->nhw", m[0], f) + off[0, 0, 0]
     v, d = f.amax(dim=1), f.amin(dim=1)
     sat = torch.where(v > 0, (v - d) / v.clamp_min(1e-12), torch.zeros_like(v))
@@ -221,8 +221,8 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m kernels.bench [--sizes 1080x1920 ...] [--repeats N] [--json]``."""
-    p = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.split("\n")[0])
+    """Command line: ``python -m agentir.kernels.bench [--sizes 1080x1920 ...] [--repeats N] [--json]``."""
+    p = argparse.ArgumentParser(prog="python -m agentir.kernels.bench", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in DEFAULT_SIZES])
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--batch", type=int, default=1)

@@ -2,7 +2,7 @@
 
 Who calls them: :func:`rgb_to_ycbcr` gives the stream engine's device-side scene check its luma
 thumbnail (``agentir.stream.engine``); :func:`rgb_to_value` is the V channel of the brightening
-tools' torch path (``toolbox.tools.brighten``). The inverse (YCbCr to RGB) was removed: nothing
+tools' torch path (``agentir.toolbox.tools.brighten``). The inverse (YCbCr to RGB) was removed: nothing
 needed it.
 
 :func:`rgb_to_ycbcr` is ITU-R BT.601 with studio-swing output, the formula MATLAB's
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels import backend
-from kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
-from kernels.backend import jit, tile_grid, tl
+from agentir.kernels import backend
+from agentir.kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
+from agentir.kernels.backend import jit, tile_grid, tl
 
 __all__ = [
     "YCBCR_MATRIX",

@@ -1,4 +1,4 @@
-"""Compile every kernel for a CUDA architecture without a GPU: ``python -m kernels.compile_check``.
+"""Compile every kernel for a CUDA architecture without a GPU: ``python -m agentir.kernels.compile_check``.
 
 The Triton interpreter is lenient where the compiler is not (types of loop-carried values,
 integer arguments equal to 1 that Triton specialises into constants, intrinsics), so a kernel
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kernels import backend, color, convert, stats, tiles
+from agentir.kernels import backend, color, convert, stats, tiles
 
 __all__ = ["CompiledKernel", "compile_kernels", "main"]
 
@@ -82,7 +82,7 @@ def compile_kernels(arch: int = 90) -> list[CompiledKernel]:
     if backend.is_interpreted(convert._to_float_nchw_kernel):
         raise RuntimeError(
             "kernels were created for the Triton interpreter; run this in a process without "
-            "TRITON_INTERPRET=1 (e.g. env -u TRITON_INTERPRET python -m kernels.compile_check)"
+            "TRITON_INTERPRET=1 (e.g. env -u TRITON_INTERPRET python -m agentir.kernels.compile_check)"
         )
     import triton
     from triton.backends.compiler import GPUTarget
@@ -111,7 +111,7 @@ def compile_kernels(arch: int = 90) -> list[CompiledKernel]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print one line per compiled case; return 1 if any case has a problem."""
-    p = argparse.ArgumentParser(prog="python -m kernels.compile_check", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m agentir.kernels.compile_check", description=__doc__.split("\n")[0])
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 80 or 90")
     args = p.parse_args(argv)
     failed = False

@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from kernels import backend
-from kernels._validate import FLOAT_DTYPES, check_channels, check_output_dtype, check_tensor
-from kernels.backend import KernelInputError, jit, tile_grid, tl
+from agentir.kernels import backend
+from agentir.kernels._validate import FLOAT_DTYPES, check_channels, check_output_dtype, check_tensor
+from agentir.kernels.backend import KernelInputError, jit, tile_grid, tl
 
 __all__ = [
     "to_float_nchw",

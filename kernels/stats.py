@@ -2,7 +2,7 @@
 
 :func:`image_stats` returns a float32 ``N x K`` tensor, one row per image, whose columns are
 named by :data:`STATS_COLUMNS` (``K = len(STATS_COLUMNS)``). With ``Y`` the BT.601 luma of
-:mod:`kernels.color` (``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255``), ``V = max(R, G, B)``
+:mod:`agentir.kernels.color` (``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255``), ``V = max(R, G, B)``
 and ``D = min(R, G, B)``:
 
 ``luma_mean``, ``luma_var``
@@ -39,10 +39,10 @@ import math
 
 import torch
 
-from kernels import backend
-from kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
-from kernels.backend import jit, tl
-from kernels.color import YCBCR_MATRIX, YCBCR_OFFSET
+from agentir.kernels import backend
+from agentir.kernels._validate import FLOAT_DTYPES, check_channels, check_tensor
+from agentir.kernels.backend import jit, tl
+from agentir.kernels.color import YCBCR_MATRIX, YCBCR_OFFSET
 
 __all__ = ["STATS_COLUMNS", "image_stats", "image_stats_reference"]
 

@@ -31,9 +31,9 @@ from typing import cast
 
 import torch
 
-from kernels import backend
-from kernels._validate import FLOAT_DTYPES, check_int, check_tensor
-from kernels.backend import KernelInputError, jit, tl
+from agentir.kernels import backend
+from agentir.kernels._validate import FLOAT_DTYPES, check_int, check_tensor
+from agentir.kernels.backend import KernelInputError, jit, tl
 
 __all__ = [
     "WEIGHTS",

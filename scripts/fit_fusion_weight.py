@@ -2,7 +2,7 @@
 
 Usage: python scripts/fit_fusion_weight.py CLEAN_DIR [--threads N]
 
-For every image of the fit split (``toolbox.splits``) and two noise conditions (Gaussian sigma
+For every image of the fit split (``agentir.toolbox.splits``) and two noise conditions (Gaussian sigma
 25, and the recipe's ``high`` level, drawn as ``agentir train tool`` draws its held-out
 conditions), it computes the self-ensembled ``cnn_denoise`` output E and the ``dct_denoise``
 output D once, then the PSNR of ``w E + (1 - w) D`` for w = 0, 0.1, ..., 1. It prints the fit
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import toolbox.tools  # noqa: F401 - registers the tools (learned ones included)
-from toolbox.base import TOOLS
-from toolbox.degrade import apply_params, degrade_chain
-from toolbox.learned.data import load_rgb
-from toolbox.learned.fusion import self_ensemble
-from toolbox.learned.train import EVAL_SEED
-from toolbox.metrics import psnr
-from toolbox.splits import split_images
+import agentir.toolbox.tools  # noqa: F401 - registers the tools (learned ones included)
+from agentir.toolbox.base import TOOLS
+from agentir.toolbox.degrade import apply_params, degrade_chain
+from agentir.toolbox.learned.data import load_rgb
+from agentir.toolbox.learned.fusion import self_ensemble
+from agentir.toolbox.learned.train import EVAL_SEED
+from agentir.toolbox.metrics import psnr
+from agentir.toolbox.splits import split_images
 
 WEIGHTS = [round(0.1 * k, 1) for k in range(11)]
 CONDITIONS = ("sigma25", "high")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agentir.imageio import load_image, save_png_atomic, write_text_atomic
-from toolbox.degrade import degrade_chain
+from agentir.toolbox.degrade import degrade_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {

@@ -16,7 +16,7 @@ Usage (from the repository root)::
     .venv/bin/python scripts/make_examples.py          # (re)write the images
     .venv/bin/python scripts/make_examples.py --check  # verify the shipped images, write nothing
 
-Degraded versions are not made here; they come from ``toolbox.degrade``.
+Degraded versions are not made here; they come from ``agentir.toolbox.degrade``.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_policies.knowledge import Knowledge, distil, read_records
-from toolbox.vocab import DEGRADATIONS, level_index
+from agentir.agent_policies.knowledge import Knowledge, distil, read_records
+from agentir.toolbox.vocab import DEGRADATIONS, level_index
 
 RULES = ("first", "threshold", "first-success", "oracle")
 

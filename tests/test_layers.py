@@ -13,7 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bus", "kernels", "toolbox", "agent_policies", "actors", "agentir")
+#: The layers. The first five are the card's top-level folders, imported as ``agentir.<name>``
+#: (``agentir/<name>`` links to ``<name>/``); ``agentir`` is the rest of the agentir package.
+LAYERS = ("bus", "kernels", "toolbox", "agent_policies", "actors")
+PACKAGES = (*LAYERS, "agentir")
 
 #: Which of our packages each package may import (besides itself). ``bus`` and ``kernels`` are
 #: the base: they import nothing of ours. ``toolbox`` (tools, synthesis, metrics) may use
@@ -30,10 +33,25 @@ ALLOWED: dict[str, set[str]] = {
 
 
 def _module_name(path: Path) -> str:
+    """The import name of a source file: ``actors/executor.py`` is ``agentir.actors.executor``."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    if parts[0] in LAYERS:
+        parts.insert(0, "agentir")
     return ".".join(parts)
+
+
+def _layer(module: str) -> str:
+    """``agentir.actors.executor`` -> ``actors``; ``agentir.cli`` -> ``agentir``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "agentir" and parts[1] in LAYERS else parts[0]
+
+
+def _source_files() -> list[Path]:
+    """Every module once: the layers' folders, and agentir/ without its links to them."""
+    files = [p for pkg in LAYERS for p in (ROOT / pkg).rglob("*.py")]
+    return files + [p for p in (ROOT / "agentir").rglob("*.py") if p.relative_to(ROOT / "agentir").parts[0] not in LAYERS]
 
 
 def _typing_only(tree: ast.Module) -> set[int]:
@@ -67,11 +85,11 @@ def _imports(path: Path, *, typing: bool = True) -> set[str]:
             found.add(mod)
             # ``from pkg import module`` imports a module, not just a name
             found.update(f"{mod}.{alias.name}" for alias in node.names)
-    return {m for m in found if m.split(".")[0] in PACKAGES}
+    return {m for m in found if m.split(".")[0] == "agentir"}
 
 
 def _graph(*, typing: bool = True) -> dict[str, set[str]]:
-    modules = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    modules = {_module_name(p): p for p in _source_files()}
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
         for target in _imports(path, typing=typing):
@@ -92,9 +110,9 @@ def test_imports_point_one_way() -> None:
     """No package imports a package above it (e.g. agent_policies importing agentir)."""
     bad = []
     for source, targets in _graph().items():
-        src = source.split(".")[0]
+        src = _layer(source)
         for target in targets:
-            dst = target.split(".")[0]
+            dst = _layer(target)
             if dst != src and dst not in ALLOWED[src]:
                 bad.append(f"{source} imports {target} ({src} may import only {sorted(ALLOWED[src]) or 'nothing of ours'})")
     assert not bad, "layering violations:\n" + "\n".join(sorted(bad))
@@ -152,6 +170,28 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     saved = ROOT
     ROOT = tmp_path
     try:
-        assert _imports(f) == {"agentir.imageio", "agentir.imageio.write_bytes_atomic", "agent_policies", "agent_policies.y"}
+        assert _imports(f) == {"agentir.imageio", "agentir.imageio.write_bytes_atomic", "agentir.agent_policies", "agentir.agent_policies.y"}
     finally:
         ROOT = saved
+
+
+def test_the_layers_are_linked_into_agentir() -> None:
+    """``agentir/<layer>`` is a link to the top-level ``<layer>/`` folder (one copy of the code)."""
+    for pkg in LAYERS:
+        link = ROOT / "agentir" / pkg
+        assert link.is_symlink() and link.resolve() == (ROOT / pkg).resolve(), f"agentir/{pkg} must link to ../{pkg}"
+
+
+def test_nothing_is_imported_under_a_bare_top_level_name() -> None:
+    """Importing the whole application loads ``agentir.actors`` etc., never a top-level ``actors``,
+    ``bus``, ``kernels``, ``toolbox`` or ``agent_policies`` (names other distributions use)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agentir.cli, agentir.pipeline, agentir.daemon.app, agentir.stream.engine, agentir.cluster, agentir.toolbox.tools\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {LAYERS!r})\n"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

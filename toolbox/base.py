@@ -18,8 +18,8 @@ import numpy as np
 import structlog
 import torch
 
-from toolbox.registry import Registry, UnknownNameError
-from toolbox.vocab import check_degradation
+from agentir.toolbox.registry import Registry, UnknownNameError
+from agentir.toolbox.vocab import check_degradation
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ WHOLE_IMAGE_TAG = "global"
 class ToolSpec:
     """Everything about one built-in tool, declared in one place.
 
-    The built-in tool packages (:mod:`toolbox.tools`, :mod:`toolbox.learned`) each declare a
+    The built-in tool packages (:mod:`agentir.toolbox.tools`, :mod:`agentir.toolbox.learned`) each declare a
     tuple of these, best first per degradation, and register them with :func:`register_spec`;
     the :class:`ToolInfo` the planner reads is derived from it (:attr:`info`).
     """
@@ -90,7 +90,7 @@ class ToolSpec:
     #: Learned tools only: their weights file ``toolbox/weights/NAME.safetensors`` is
     #: ``"shipped"`` (always registered; a missing or corrupt file makes the tool unavailable,
     #: see :func:`unavailable_reason`) or ``"optional"`` (trainable but not shipped: registered
-    #: once the file exists). Read by :mod:`toolbox.learned`.
+    #: once the file exists). Read by :mod:`agentir.toolbox.learned`.
     weights: Literal["shipped", "optional"] | None = None
     #: Other registered tools this one is built from (it is unavailable when one of them is).
     requires: tuple[str, ...] = ()

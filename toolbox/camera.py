@@ -1,7 +1,7 @@
 """Realistic camera noise: unprocess an sRGB image to a raw-like mosaic, add sensor noise, re-process.
 
 numpy + OpenCV only, no torch. Used to train perception on noise that looks like what real
-cameras produce (the benchmark's own noise, :mod:`toolbox.degrade`, stays the paper's white
+cameras produce (the benchmark's own noise, :mod:`agentir.toolbox.degrade`, stays the paper's white
 Gaussian / Poisson recipe and is not touched by this module).
 
 Real camera noise is not white: it is added on the sensor's mosaic in linear light, where its
@@ -27,7 +27,7 @@ pipeline here follows Brooks et al., "Unprocessing Images for Learned Raw Denois
    leaves the luma-dominant noise of most real photos); round to ``uint8``; optionally JPEG at an
    ordinary camera quality.
 
-As in :mod:`toolbox.degrade`, a *draw* step puts every random number into a JSON-serialisable
+As in :mod:`agentir.toolbox.degrade`, a *draw* step puts every random number into a JSON-serialisable
 ``params`` dict (the per-pixel noise comes from one drawn ``field_seed``) and an *apply* step is
 a pure function of ``(image, params)``, so :func:`camera_noise` is deterministic given the
 generator state and :func:`apply_camera_noise` replays recorded params bit-exactly.

@@ -52,7 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from toolbox.vocab import DEGRADATIONS, check_degradation, level_index
+from agentir.toolbox.vocab import DEGRADATIONS, check_degradation, level_index
 
 __all__ = [
     "COMBINATIONS",
@@ -492,7 +492,7 @@ _APPLY: dict[str, Callable[[np.ndarray, Params], np.ndarray]] = {
 }
 
 if set(_DRAW) != set(DEGRADATIONS) or set(_APPLY) != set(DEGRADATIONS):  # pragma: no cover - import-time guard
-    raise RuntimeError("toolbox.degrade does not cover exactly toolbox.vocab.DEGRADATIONS")
+    raise RuntimeError("agentir.toolbox.degrade does not cover exactly agentir.toolbox.vocab.DEGRADATIONS")
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,7 +505,7 @@ def degrade(img: np.ndarray, name: str, rng: np.random.Generator, *, level: str 
 
     Args:
         img: ``H x W x 3`` ``uint8`` RGB. Not modified.
-        name: one of :data:`toolbox.vocab.DEGRADATIONS`.
+        name: one of :data:`agentir.toolbox.vocab.DEGRADATIONS`.
         rng: the source of every random draw (the result is a function of its state).
         level: ``None`` for the test-set ranges, or a severity level (see the module docstring);
             ``"very_low"`` returns an unchanged copy.

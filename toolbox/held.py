@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from toolbox.base import ToolError
+from agentir.toolbox.base import ToolError
 
 __all__ = ["ParamSmoother", "ParamTool", "Params", "estimate_params", "has_params", "run_with_params"]
 

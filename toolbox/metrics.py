@@ -7,7 +7,7 @@
   Gaussian window with sigma 1.5 and only the "valid" window positions (5-pixel border
   dropped), exactly as BasicSR's ``calculate_ssim(..., test_y_channel=True, crop_border=0)``.
 * :func:`score`: both, upscaling an output that is 4x smaller than its reference with the
-  MATLAB-style bicubic of :func:`toolbox.degrade.bicubic_resize` first.
+  MATLAB-style bicubic of :func:`agentir.toolbox.degrade.bicubic_resize` first.
 
 Images are ``H x W x 3`` RGB; ``uint8`` means ``0..255``, floats mean ``[0, 1]``.
 """
@@ -19,7 +19,7 @@ import math
 import cv2
 import numpy as np
 
-from toolbox.degrade import bicubic_resize
+from agentir.toolbox.degrade import bicubic_resize
 
 __all__ = ["psnr", "score", "ssim_y", "to_y"]
 

@@ -19,9 +19,9 @@ A plug-in file holds one ``[[tool]]`` table per model::
 :func:`load_plugins` validates the whole file, checks every model file without loading it, and
 registers each entry with ``ToolInfo(kind="plugin", tags=("plugin", ...))``. The model itself is
 loaded lazily on the first ``TOOLS.get(name)`` and cached there, so it loads once per process.
-A loaded plug-in is a :class:`~toolbox.base.Tool`: ``N x 3 x H x W`` float in ``[0, 1]`` in and
+A loaded plug-in is a :class:`~agentir.toolbox.base.Tool`: ``N x 3 x H x W`` float in ``[0, 1]`` in and
 out (RGB), any ``H`` / ``W``, the input never modified, the output clamped and checked to be
-``scale`` times the input (else a :class:`~toolbox.base.ToolError`).
+``scale`` times the input (else a :class:`~agentir.toolbox.base.ToolError`).
 
 **No pickle execution.** TorchScript archives are read by ``torch.jit.load``, whose C++
 unpickler restores only TorchScript types (no Python globals). ``torch.export.load`` may fall
@@ -61,8 +61,8 @@ import structlog
 import torch
 import torch.nn.functional as F
 
-from toolbox.base import TOOLS, ToolError, ToolInfo, check_batch, register_tool, unregister_tool
-from toolbox.vocab import DEGRADATIONS
+from agentir.toolbox.base import TOOLS, ToolError, ToolInfo, check_batch, register_tool, unregister_tool
+from agentir.toolbox.vocab import DEGRADATIONS
 
 __all__ = [
     "FORMATS",
@@ -455,7 +455,7 @@ def _resolve_device(spec: PluginSpec) -> str:
 
 
 class PluginTool:
-    """A user model behind the :class:`~toolbox.base.Tool` contract (see the module docstring).
+    """A user model behind the :class:`~agentir.toolbox.base.Tool` contract (see the module docstring).
 
     Built by the registry on first use: the constructor loads the model once.
 
@@ -580,7 +580,7 @@ def load_plugins(path: str | os.PathLike[str], *, eager: bool = False) -> list[s
             or another plug-in), a ``device = "cuda"`` without CUDA, or (``eager``) a model that
             fails to load.
     """
-    import toolbox.tools  # noqa: F401 - built-in tools first, so that name clashes are seen
+    import agentir.toolbox.tools  # noqa: F401 - built-in tools first, so that name clashes are seen
 
     specs = parse_plugins(path)
     for spec in specs:
@@ -644,7 +644,7 @@ def plugins_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _is_builtin(name: str) -> bool:
-    from toolbox.base import TOOL_INFO
+    from agentir.toolbox.base import TOOL_INFO
 
     info = TOOL_INFO.get(name)
     return info is not None and info.kind != "plugin"
@@ -661,7 +661,7 @@ def unload_plugins(names: Sequence[str]) -> None:
 
 def plugin_table(names: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
     """Metadata rows of the registered plug-ins (all, or ``names``), for listings and the planner."""
-    from toolbox.base import TOOL_INFO
+    from agentir.toolbox.base import TOOL_INFO
 
     rows: list[Mapping[str, Any]] = []
     for name, info in TOOL_INFO.items():

@@ -1,6 +1,6 @@
 """Motion-adaptive temporal averaging of video frames (a stream's denoising stage).
 
-Not a :class:`~toolbox.base.Tool`: it keeps state from frame to frame, so the agent never
+Not a :class:`~agentir.toolbox.base.Tool`: it keeps state from frame to frame, so the agent never
 calls it on still images; a stream runs it right after its denoising tool. Each pixel keeps a
 running average of the frames since it last moved, up to ``max_frames`` of them:
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolbox.tools._common import estimate_noise_sigma
+from agentir.toolbox.tools._common import estimate_noise_sigma
 
 __all__ = ["TemporalDenoiser", "estimate_noise_sigma"]
 

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from agent_policies.perception.analytic import AnalyticPerception, CalibrationError, Perception
+from agentir.agent_policies.perception.analytic import AnalyticPerception, CalibrationError, Perception
 
 __all__ = ["AnalyticPerception", "CalibrationError", "Perception", "PerceptionPolicy"]
 

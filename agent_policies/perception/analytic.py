@@ -1,9 +1,9 @@
 """The built-in perception policy: analytic features + tiny fitted models, numpy/OpenCV only.
 
-For each degradation, :mod:`agent_policies.perception.features` computes a few hand-made
+For each degradation, :mod:`agentir.agent_policies.perception.features` computes a few hand-made
 measurements (noise sigma, block artefacts, luminance, dark channel, gradient fall-off and
 anisotropy, streak energy, image size), and a small model fitted by
-:mod:`agent_policies.perception.calibrate` on synthetic data from :mod:`toolbox.degrade` maps them
+:mod:`agentir.agent_policies.perception.calibrate` on synthetic data from :mod:`agentir.toolbox.degrade` maps them
 to the five severity levels. The model per degradation is four cumulative heads
 ``P(level >= k)`` for ``k = 1..4`` over standardised features of the groups it needs, each a
 logistic output over 16 tanh hidden units (a tiny MLP stored as JSON); every head sees
@@ -26,7 +26,7 @@ held-out accuracy, and the name and SHA-256 of the weights file) and
 ``analytic_heads.safetensors`` (the arrays: per degradation ``<deg>.mean`` / ``<deg>.std``
 feature standardisation and per head ``<deg>.k<k>.W1`` / ``.b1`` / ``.w2`` / ``.b2``, float64),
 read with :func:`safetensors.numpy.load_file` (no pickle). Regenerate both with
-``agentir train perception`` (:mod:`agent_policies.perception.calibrate`; see that module for the
+``agentir train perception`` (:mod:`agentir.agent_policies.perception.calibrate`; see that module for the
 held-out accuracy); a missing, corrupt or mismatched file raises :class:`CalibrationError`
 naming the file and that command.
 """
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent_policies.perception.features import GROUPS, compute_features, feature_names
-from toolbox.vocab import DEGRADATIONS, LEVELS, check_degradation
+from agentir.agent_policies.perception.features import GROUPS, compute_features, feature_names
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS, check_degradation
 
 __all__ = [
     "AnalyticPerception",
@@ -84,8 +84,8 @@ class Perception:
     """What perception says about one image.
 
     Attributes:
-        levels: every degradation name in :data:`toolbox.vocab.DEGRADATIONS` -> one of
-            :data:`toolbox.vocab.LEVELS`.
+        levels: every degradation name in :data:`agentir.toolbox.vocab.DEGRADATIONS` -> one of
+            :data:`agentir.toolbox.vocab.LEVELS`.
         scores: the same names -> continuous severity, 0 (absent) .. 4 (very high), monotone
             with the level.
     """
@@ -123,7 +123,7 @@ def write_calibration(json_path: str | Path, weights_path: str | Path, payload: 
 
     ``models`` maps each degradation to ``{"groups", "features", "ks", "hidden", "presence_offset",
     "_mean", "_std", "_heads": [(W1, b1, w2, b2), ...]}`` (what
-    :func:`agent_policies.perception.calibrate.fit_models` returns and :func:`load_calibration`
+    :func:`agentir.agent_policies.perception.calibrate.fit_models` returns and :func:`load_calibration`
     reads back); ``payload`` holds the other JSON fields (seed, command, held-out accuracy ...).
     Each file is written atomically, the weights first; the JSON records the weights' SHA-256, so
     a crash between the two renames leaves a pair the loader refuses rather than mixes.
@@ -154,7 +154,7 @@ def write_calibration(json_path: str | Path, weights_path: str | Path, payload: 
         },
         "models": meta,
     }
-    from bus.files import write_bytes_atomic  # the project's one atomic writer (fsync, rename)
+    from agentir.bus.files import write_bytes_atomic  # the project's one atomic writer (fsync, rename)
 
     write_bytes_atomic(weights_path, blob)
     write_bytes_atomic(json_path, (json.dumps(doc, indent=1, default=float) + "\n").encode())

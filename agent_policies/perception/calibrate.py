@@ -2,20 +2,20 @@
 
 Run (about 10-15 minutes on two shared cores: synthesis + features 6-11 min, fitting 4-5 min)::
 
-    nice .venv/bin/agentir train perception          # or: python -m agent_policies.perception.calibrate
+    nice .venv/bin/agentir train perception          # or: python -m agentir.agent_policies.perception.calibrate
 
 What it does, reproducibly from ``--seed``:
 
 1. Splits the clean images: McMaster + Set5 + the first half of CBSD68 (sorted by name) are
    the *fit* set, the second half of CBSD68 is *held out* for the accuracy numbers. Every image is
    cropped to a multiple of 4 like the benchmark.
-2. Synthesises with :mod:`toolbox.degrade`, per image: the clean image; every single degradation at
+2. Synthesises with :mod:`agentir.toolbox.degrade`, per image: the clean image; every single degradation at
    every level; the 16 group A/B/C combinations with test-set parameters; and (fit set only)
    random mixes of 2-3 degradations at random levels (some with test-set parameters) in random
    order, with ``low_resolution`` always last as in every benchmark combination.
 3. Labels every degradation from the parameters actually drawn (test-set parameters are mapped to
    the nearest severity level, e.g. Gaussian sigma 37 -> high), computes the features of
-   :mod:`agent_policies.perception.features` and fits, per degradation, four cumulative heads
+   :mod:`agentir.agent_policies.perception.features` and fits, per degradation, four cumulative heads
    ``P(level >= k)``, ``k = 1..4`` (one presence head for ``low_resolution``, whose levels are all
    the same x4 downscale): each a logistic output over 16 tanh units (a tiny MLP), L2-regularised,
    on standardised features. The presence head's decision offset is chosen by 2-fold
@@ -23,7 +23,7 @@ What it does, reproducibly from ``--seed``:
    precision, cost too much recall: motion-blur recall 0.67 -> 0.40 on the held-out
    combinations for +0.07 precision), see :func:`tune_presence_bias`.
 4. Writes the heads' arrays (safetensors) and the metadata JSON, each atomically (see
-   :func:`agent_policies.perception.analytic.write_calibration`), and prints held-out accuracy:
+   :func:`agentir.agent_policies.perception.analytic.write_calibration`), and prints held-out accuracy:
    presence (level >= medium) per degradation on the group combinations, and exact-level
    accuracy on singles.
 
@@ -48,10 +48,10 @@ import cv2
 import numpy as np
 from scipy.optimize import minimize
 
-from agent_policies.perception.features import GROUPS, compute_features, feature_names
-from agent_policies.perception.realdata import FIT_CLIPS
-from toolbox.splits import split_images
-from toolbox.vocab import DEGRADATIONS, LEVELS
+from agentir.agent_policies.perception.features import GROUPS, compute_features, feature_names
+from agentir.agent_policies.perception.realdata import FIT_CLIPS
+from agentir.toolbox.splits import split_images
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
 DEFAULT_OUT = Path(__file__).with_name("analytic_calibration.json")
 DEFAULT_VIDEO = Path("/work/shared/data/video")
@@ -142,7 +142,7 @@ def label_from_params(p: dict) -> int:
 
 
 def _load(path: Path) -> np.ndarray:
-    from toolbox.degrade import crop_to_multiple
+    from agentir.toolbox.degrade import crop_to_multiple
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -154,7 +154,7 @@ def _synthetic_rows(img: np.ndarray, index: int, rng: np.random.Generator, with_
     """The clean row, every single at every level, the 16 group combinations and (``with_mix``)
     :data:`N_MIX` random mixes of one clean image, in that order (kinds ``clean``, ``single``,
     ``groupA``..., ``mix``, each prefixed by ``prefix``)."""
-    from toolbox.degrade import COMBINATIONS, degrade_chain
+    from agentir.toolbox.degrade import COMBINATIONS, degrade_chain
 
     out: list[dict] = []
 
@@ -201,7 +201,7 @@ def _samples_for(args: tuple[str, int, int, bool, tuple[str, ...]]) -> list[dict
 
 
 def camera_noise_label(sigma_eff: float) -> int:
-    """Noise level of a :mod:`toolbox.camera` image from its effective sigma (0..255), on the
+    """Noise level of a :mod:`agentir.toolbox.camera` image from its effective sigma (0..255), on the
     Gaussian levels' boundaries (sigma 8 / 22.5 / 37.5); under :data:`CAMERA_ABSENT_SIGMA` absent."""
     if sigma_eff < CAMERA_ABSENT_SIGMA:
         return 0
@@ -209,9 +209,9 @@ def camera_noise_label(sigma_eff: float) -> int:
 
 
 def _camera_rows(img: np.ndarray, index: int, rng: np.random.Generator, n: int, groups: tuple[str, ...], tag: str) -> list[dict]:
-    """``n`` realistic camera-noise versions of one clean image (:mod:`toolbox.camera`), labelled
+    """``n`` realistic camera-noise versions of one clean image (:mod:`agentir.toolbox.camera`), labelled
     noise at the level of their effective sigma and everything else absent."""
-    from toolbox.camera import camera_noise
+    from agentir.toolbox.camera import camera_noise
 
     out = []
     for _ in range(n):
@@ -254,8 +254,8 @@ def _real_rows_for(args: tuple[str, str, int, int, bool, tuple[str, ...]]) -> li
     """The real-content rows of one fit photo (``source = "photo"``: camera noise only) or one
     clip (``"clip"``: its frames as clean rows; for a fit clip also camera noise and the
     benchmark synthesis on :data:`SYNTH_FRAMES` of them). Runs in a worker process."""
-    from agent_policies.perception.realdata import clip_frames
-    from toolbox.degrade import crop_to_multiple
+    from agentir.agent_policies.perception.realdata import clip_frames
+    from agentir.toolbox.degrade import crop_to_multiple
 
     source, path, index, seed, fit, groups = args
     rng = np.random.default_rng([seed, 7, index])
@@ -294,7 +294,7 @@ def build_real_dataset(root: Path, video_dir: Path, seed: int, workers: int, gro
     clips' frames (clean). Images ids: photo ``i`` of the fit split is ``i`` (as in
     :func:`build_dataset`), clip ``j`` is ``2000 + j`` (fit) / ``3000 + j`` (held), so
     cross-validation folds keep a clip's frames together."""
-    from agent_policies.perception.realdata import split_clips
+    from agentir.agent_policies.perception.realdata import split_clips
 
     fit, _held = split_images(root)
     fit_clips, held_clips = split_clips(video_dir)
@@ -337,7 +337,7 @@ def build_dataset(root: Path, seed: int, workers: int, groups: tuple[str, ...] =
 
 
 def missing_groups(data: dict[str, Any]) -> list[str]:
-    """Feature groups of :data:`~agent_policies.perception.features.GROUPS` a feature cache lacks."""
+    """Feature groups of :data:`~agentir.agent_policies.perception.features.GROUPS` a feature cache lacks."""
     have = set(data["fit"][0]["features"]) if data.get("fit") else set()
     return [g for g in GROUPS if not set(feature_names((g,))) <= have]
 
@@ -500,7 +500,7 @@ def tune_presence_bias(
 def fit_models(rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int = 0, offsets: dict[str, float] | None = None) -> dict:
     """Fit one cumulative model (a head per ``level >= k``) per degradation.
 
-    Returns the in-memory models of :func:`agent_policies.perception.analytic.write_calibration`.
+    Returns the in-memory models of :func:`agentir.agent_policies.perception.analytic.write_calibration`.
     """
     models: dict[str, dict] = {}
     for deg in DEGRADATIONS:
@@ -537,7 +537,7 @@ def fit_models(rows: list[dict], l2: float = L2, hidden: int = HIDDEN, seed: int
 
 def evaluate(models: dict, rows: list[dict]) -> dict:
     """Held-out accuracy numbers (see the module docstring); also printed."""
-    from agent_policies.perception.analytic import predict_from_features
+    from agentir.agent_policies.perception.analytic import predict_from_features
 
     preds = [predict_from_features(models, r["features"]) for r in rows]
     report: dict = {"presence_groups": {}, "exact_singles": {}, "clean_false_present": {}}
@@ -587,7 +587,7 @@ def evaluate(models: dict, rows: list[dict]) -> dict:
 def default_weights_path(out: Path) -> Path:
     """The weights file written next to the calibration JSON ``out``: ``analytic_heads.safetensors``
     for the shipped ``analytic_calibration.json``, else ``<out stem>.safetensors``."""
-    from agent_policies.perception.analytic import WEIGHTS_NAME
+    from agentir.agent_policies.perception.analytic import WEIGHTS_NAME
 
     if out.name == DEFAULT_OUT.name:
         return out.with_name(WEIGHTS_NAME)
@@ -596,8 +596,8 @@ def default_weights_path(out: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
-    from agent_policies.perception.analytic import write_calibration
-    from bus.files import write_bytes_atomic
+    from agentir.agent_policies.perception.analytic import write_calibration
+    from agentir.bus.files import write_bytes_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data/clean"), help="folder with CBSD68/, McMaster/, Set5/")
@@ -645,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate(models, held_rows)
     command = f"agentir train perception --seed {args.seed}"
     if args.l2 != L2 or args.hidden != HIDDEN:
-        command = f"python -m agent_policies.perception.calibrate --seed {args.seed} --l2 {args.l2} --hidden {args.hidden}"
+        command = f"python -m agentir.agent_policies.perception.calibrate --seed {args.seed} --l2 {args.l2} --hidden {args.hidden}"
     payload = {
         "seed": args.seed,
         "command": command,
@@ -653,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fit_images": "McMaster + Set5 + first half of CBSD68 (sorted)",
         "fit_clips": f"the first {FIT_CLIPS} asl_* clips sorted by name, {FIT_FRAMES} frames each (clean; {SYNTH_FRAMES} per clip also synthesised on)",
         "held_out_clips": f"the other clips (last asl_* ones, bottle-detection), {HELD_FRAMES} frames each",
-        "camera_noise": f"toolbox.camera on every fit photo ({N_CAMERA_PHOTO}x) and synthesised fit frame ({N_CAMERA_FRAME}x)",
+        "camera_noise": f"agentir.toolbox.camera on every fit photo ({N_CAMERA_PHOTO}x) and synthesised fit frame ({N_CAMERA_FRAME}x)",
         "clean_augmentations": f"{N_CLEAN_AUG} per fit photo (crop, flip, partial desaturation)",
         "row_weights": ROW_WEIGHT,
         "cost_real_fp": COST_REAL_FP,

@@ -1,4 +1,4 @@
-"""Analytic image features behind :class:`~agent_policies.perception.analytic.AnalyticPerception`.
+"""Analytic image features behind :class:`~agentir.agent_policies.perception.analytic.AnalyticPerception`.
 
 numpy + OpenCV only. Every feature is a single float computed from an RGB ``uint8`` image; they
 are grouped so that :meth:`AnalyticPerception.rate` computes only the groups one degradation's

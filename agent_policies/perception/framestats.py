@@ -1,8 +1,8 @@
-"""Cheap per-frame statistics for streams: :func:`kernels.image_stats` on a batch of frames.
+"""Cheap per-frame statistics for streams: :func:`agentir.kernels.image_stats` on a batch of frames.
 
 A video stream cannot afford the full perception (about 66 features, tens of milliseconds) on
 every frame. It looks at these nine fused statistics instead (luma and value mean / variance,
-dark channel, saturation, gradients, 8x8 blockiness; see :data:`kernels.STATS_COLUMNS`) to tell
+dark channel, saturation, gradients, 8x8 blockiness; see :data:`agentir.kernels.STATS_COLUMNS`) to tell
 when a scene changed or its exposure drifted, and re-runs the full perception only then (and
 every few frames). The statistics are computed where the frames are: a CUDA batch runs the
 Triton kernel, a CPU one the torch reference.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from kernels import STATS_COLUMNS, image_stats, to_float_nchw
+from agentir.kernels import STATS_COLUMNS, image_stats, to_float_nchw
 
 __all__ = ["STATS_COLUMNS", "frame_stats", "stats_change"]
 

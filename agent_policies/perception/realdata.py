@@ -9,7 +9,7 @@ perception (a user would not want a normal webcam frame "repaired"): every degra
 :data:`FIT_CLIPS` (``asl_again`` .. ``asl_night``) are *fit* clips (perception training may use
 their frames); the last ten (``asl_no`` .. ``asl_yes``) and every other clip
 (``bottle-detection``) are *held out* (reports only). With the clean photos' split
-(:func:`toolbox.splits.split_images`: McMaster + Set5 + first half of CBSD68 fit, second half
+(:func:`agentir.toolbox.splits.split_images`: McMaster + Set5 + first half of CBSD68 fit, second half
 held out) and ``../shared/data/real/RNI15`` (report-only, never fitted), that is all the real
 content perception sees.
 

@@ -30,7 +30,7 @@ invalid answer is retried up to ``retries`` times with exponential backoff (``ba
 seconds, at most 8 s; a numeric ``Retry-After`` header is honoured up to the same cap). Other
 HTTP errors (400, 401, 404 ...: a configuration problem) are not retried. When an image still has
 no valid answer, that image (all of it, in per-degradation mode too) is rated by the built-in
-:class:`~agent_policies.perception.analytic.AnalyticPerception` instead, and the event
+:class:`~agentir.agent_policies.perception.analytic.AnalyticPerception` instead, and the event
 ``perception.vlm.fallback`` is logged with the reason; :meth:`perceive` and :meth:`rate` never
 raise for an endpoint problem. ``stats`` counts requests, retries, invalid answers and fallbacks.
 
@@ -57,10 +57,10 @@ import cv2
 import numpy as np
 import structlog
 
-from agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
-from agent_policies.perception.analytic import AnalyticPerception, Perception, _check_images
-from agent_policies.settings import PolicySettings
-from toolbox.vocab import DEGRADATIONS, LEVELS, check_degradation
+from agentir.agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
+from agentir.agent_policies.perception.analytic import AnalyticPerception, Perception, _check_images
+from agentir.agent_policies.settings import PolicySettings
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS, check_degradation
 
 __all__ = ["VLMAnswerError", "VLMConfigError", "VLMPerception", "parse_joint_answer", "parse_level_answer"]
 

@@ -1,6 +1,6 @@
 """The ``experience`` planner (the default): orders subtasks and tools from self-exploration.
 
-It reads the knowledge file made by ``agentir explore`` (:mod:`agent_policies.knowledge`;
+It reads the knowledge file made by ``agentir explore`` (:mod:`agentir.agent_policies.knowledge`;
 ``PolicySettings.knowledge`` points at another one, default the shipped ``knowledge.json``):
 
 * **Order**: the permutation of the subtasks with the highest pairwise probability
@@ -44,10 +44,10 @@ from typing import Any
 
 import structlog
 
-from agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError, ToolStat
-from agent_policies.planning import BasePlanner, PlanContext
-from agent_policies.planning.rules import RANK
-from agent_policies.settings import PolicySettings
+from agentir.agent_policies.knowledge import DEFAULT_KNOWLEDGE, Knowledge, KnowledgeError, ToolStat
+from agentir.agent_policies.planning import BasePlanner, PlanContext
+from agentir.agent_policies.planning.rules import RANK
+from agentir.agent_policies.settings import PolicySettings
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,7 @@ class OnlineExperience:
                 return
             obj = {"format": ONLINE_FORMAT, "version": ONLINE_VERSION, "entries": {k: [round(v[0], 4), round(v[1], 4)] for k, v in self._entries.items()}}
             self._dirty = 0
-        from bus.files import write_text_atomic
+        from agentir.bus.files import write_text_atomic
 
         try:
             write_text_atomic(self.path, json.dumps(obj, indent=0) + "\n")
@@ -257,7 +257,7 @@ class ExperiencePlanner(BasePlanner):
             return tools
         level = str(context.levels.get(subtask, "high"))
         scores = self.tool_scores(subtask, level, tools)
-        from toolbox.costs import tool_cost
+        from agentir.toolbox.costs import tool_cost
 
         # Equal utility: the cheaper tool first (measured s/MP), then registry order (stable sort).
         return sorted(tools, key=lambda t: (-round(scores[t], 9), tool_cost(t) if tool_cost(t) is not None else float("inf")))

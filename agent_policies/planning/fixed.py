@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent_policies.planning import BasePlanner, PlanContext
-from toolbox.vocab import DEGRADATIONS
+from agentir.agent_policies.planning import BasePlanner, PlanContext
+from agentir.toolbox.vocab import DEGRADATIONS
 
 
 class FixedPlanner(BasePlanner):

@@ -36,9 +36,9 @@ from typing import Any
 
 import structlog
 
-from agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
-from agent_policies.planning import BasePlanner, PlanContext
-from agent_policies.settings import PolicySettings
+from agentir.agent_policies.chat import AnswerError, HTTPFailure, endpoint, message_content, post_json
+from agentir.agent_policies.planning import BasePlanner, PlanContext
+from agentir.agent_policies.settings import PolicySettings
 
 log = structlog.get_logger(__name__)
 
@@ -127,7 +127,7 @@ class LLMPlanner(BasePlanner):
         self.backoff = float(backoff)
         self._sleep = sleep
         if fallback is None:
-            from agent_policies.planning.experience import ExperiencePlanner
+            from agentir.agent_policies.planning.experience import ExperiencePlanner
 
             fallback = ExperiencePlanner()
         self.fallback = fallback
@@ -138,7 +138,7 @@ class LLMPlanner(BasePlanner):
     @classmethod
     def from_settings(cls, settings: PolicySettings) -> LLMPlanner:
         """The planner for ``settings.llm``, falling back to the experience planner those settings describe."""
-        from agent_policies.planning.experience import ExperiencePlanner
+        from agentir.agent_policies.planning.experience import ExperiencePlanner
 
         llm = settings.llm
         return cls(llm.url, llm.model, llm.key, timeout=llm.timeout, fallback=ExperiencePlanner.from_settings(settings))

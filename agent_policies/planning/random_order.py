@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from agent_policies.planning import BasePlanner, PlanContext
+from agentir.agent_policies.planning import BasePlanner, PlanContext
 
 
 class RandomPlanner(BasePlanner):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent_policies.planning import BasePlanner, PlanContext
+from agentir.agent_policies.planning import BasePlanner, PlanContext
 
 #: Lower rank runs earlier. Artifacts, then blur, then content enhancement (SR last: cheapest
 #: to run everything else at the small size, and SR sharpens what is left).

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from bus.messages import Candidate
-from toolbox.vocab import level_index
+from agentir.bus.messages import Candidate
+from agentir.toolbox.vocab import level_index
 
 ACCEPT, SUCCESS, FAILURE, CONTINUE = "accept", "success", "failure", "continue"
 VERDICTS = (ACCEPT, SUCCESS, FAILURE, CONTINUE)
@@ -85,7 +85,7 @@ class NoReflection:
 
 
 class JudgeReflection(ThresholdReflection):
-    """First-success with a judge that sees harm (:mod:`agent_policies.reflection.judge`).
+    """First-success with a judge that sees harm (:mod:`agentir.agent_policies.reflection.judge`).
 
     Every output gets a predicted PSNR gain over the step's input (``Candidate.gain``, set by the
     Reflector from the step's input and the output). The decision is ``first-success``'s (the
@@ -107,7 +107,7 @@ class JudgeReflection(ThresholdReflection):
     needs_source = True
 
     def __init__(self, min_db: float = -2.0, path: str | None = None) -> None:
-        from agent_policies.reflection.judge import load_judge
+        from agentir.agent_policies.reflection.judge import load_judge
 
         super().__init__(accept_level="low", name="judge")
         self.min_db = float(min_db)
@@ -117,7 +117,7 @@ class JudgeReflection(ThresholdReflection):
         """Predicted gain (dB) of each ``(tool, output image)`` over ``source`` (uint8 RGB arrays)."""
         import numpy as np
 
-        from agent_policies.reflection.judge import descriptors
+        from agentir.agent_policies.reflection.judge import descriptors
 
         x = np.asarray(source)
         desc = descriptors(x)

@@ -1,9 +1,9 @@
-"""Fit the step judge (:mod:`agent_policies.reflection.judge`) on tool outputs whose truth is known.
+"""Fit the step judge (:mod:`agentir.agent_policies.reflection.judge`) on tool outputs whose truth is known.
 
 ``agentir train judge --data CLEAN_DIR [--cache FILE] [--seed S]`` (the command that made the
 shipped ``judge.json`` / ``judge.safetensors``):
 
-1. **Steps.** For every fit image (``toolbox.splits``: McMaster, Set5, the first half of CBSD68;
+1. **Steps.** For every fit image (``agentir.toolbox.splits``: McMaster, Set5, the first half of CBSD68;
    never the held-out half) and ``configs`` random configurations (a benchmark combination of
    groups A-C, drawn with the benchmark's recipe, or the clean image itself), the true
    degradations are treated in a random order: at each step every tool of the subtask runs on
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from agent_policies.reflection.judge import DEFAULT_JUDGE, REBUILD, descriptors, feature_names, save_judge, step_features
+from agentir.agent_policies.reflection.judge import DEFAULT_JUDGE, REBUILD, descriptors, feature_names, save_judge, step_features
 
 SEED = 20261202
 HIDDEN = 64
@@ -45,12 +45,12 @@ EPOCHS = 1500
 
 def _tool_order() -> dict[str, list[str]]:
     """Each subtask's tools in the order the experience planner tries them first (its knowledge)."""
-    import agent_policies.knowledge
-    from toolbox.base import tools_for
-    from toolbox.vocab import DEGRADATIONS
+    import agentir.agent_policies.knowledge
+    from agentir.toolbox.base import tools_for
+    from agentir.toolbox.vocab import DEGRADATIONS
 
     order: dict[str, list[str]] = {}
-    knowledge = json.loads(Path(agent_policies.knowledge.__file__).with_name("knowledge.json").read_text(encoding="utf-8"))
+    knowledge = json.loads(Path(agentir.agent_policies.knowledge.__file__).with_name("knowledge.json").read_text(encoding="utf-8"))
     ranked = knowledge.get("tools", {})
     for d in DEGRADATIONS:
         names = tools_for(d)
@@ -67,7 +67,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _reference(clean: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    from toolbox.degrade import bicubic_resize
+    from agentir.toolbox.degrade import bicubic_resize
 
     if clean.shape[:2] == tuple(shape[:2]):
         return clean
@@ -79,13 +79,13 @@ def _image_steps(args: tuple[int, str, int, float, int, list[str]]) -> list[dict
     image_index, path, configs, max_cost, seed, tools = args
     import torch
 
-    import toolbox.tools  # noqa: F401 - registers the tools
-    from agent_policies.perception.analytic import AnalyticPerception
-    from toolbox.base import TOOLS, run_on_rgb
-    from toolbox.costs import load_costs
-    from toolbox.degrade import COMBINATIONS, degrade_chain
-    from toolbox.learned.data import load_rgb
-    from toolbox.vocab import DEGRADATIONS, level_index
+    import agentir.toolbox.tools  # noqa: F401 - registers the tools
+    from agentir.agent_policies.perception.analytic import AnalyticPerception
+    from agentir.toolbox.base import TOOLS, run_on_rgb
+    from agentir.toolbox.costs import load_costs
+    from agentir.toolbox.degrade import COMBINATIONS, degrade_chain
+    from agentir.toolbox.learned.data import load_rgb
+    from agentir.toolbox.vocab import DEGRADATIONS, level_index
 
     torch.set_num_threads(1)
     costs = load_costs()
@@ -154,10 +154,10 @@ def generate_steps(data: str | Path, *, configs: int = 3, max_cost: float = 5.0,
 
     from tqdm import tqdm
 
-    import toolbox.tools  # noqa: F401 - registers the tools
-    from toolbox.costs import load_costs
-    from toolbox.splits import split_images
-    from toolbox.vocab import DEGRADATIONS
+    import agentir.toolbox.tools  # noqa: F401 - registers the tools
+    from agentir.toolbox.costs import load_costs
+    from agentir.toolbox.splits import split_images
+    from agentir.toolbox.vocab import DEGRADATIONS
 
     fit, _ = split_images(data, require_both=True)
     costs = load_costs()
@@ -246,7 +246,7 @@ def fit_judge(
     data: str | Path, *, out: Path = DEFAULT_JUDGE, cache: Path | None = None, seed: int = SEED, workers: int = 2, progress: bool = True
 ) -> dict[str, Any]:
     """Generate (or read from ``cache``) the steps, cross-validate, fit, write the judge files."""
-    from bus.files import write_text_atomic
+    from agentir.bus.files import write_text_atomic
 
     t0 = time.perf_counter()
     if cache is not None and cache.is_file():

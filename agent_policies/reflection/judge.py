@@ -15,7 +15,7 @@ tool ``t`` for subtask ``s`` on input ``x`` giving ``y`` it computes :func:`step
 * the subtask and the tool (one-hot; tools unseen in training contribute nothing);
 
 and a small MLP (:class:`JudgeModel`) maps them to the predicted gain in dB. It is trained by
-:mod:`agent_policies.reflection.fit_judge` on tool outputs whose truth is known: every tool of
+:mod:`agentir.agent_policies.reflection.fit_judge` on tool outputs whose truth is known: every tool of
 a subtask applied to synthetic degradations of the fit images, to images that have that
 degradation and to images that do not (the harm case), scored against the clean image.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from toolbox.vocab import DEGRADATIONS
+from agentir.toolbox.vocab import DEGRADATIONS
 
 __all__ = [
     "DEFAULT_JUDGE",
@@ -205,7 +205,7 @@ def save_judge(
     """Write ``judge.json`` and its ``judge.safetensors`` (atomically, weights first)."""
     from safetensors.numpy import save
 
-    from bus.files import write_bytes_atomic, write_text_atomic
+    from agentir.bus.files import write_bytes_atomic, write_text_atomic
 
     arrays = {"mean": np.asarray(mean, np.float64), "std": np.asarray(std, np.float64)}
     for i, (w, b) in enumerate(layers):

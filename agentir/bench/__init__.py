@@ -70,7 +70,7 @@ def _err(text: str) -> None:
 SUB_BENCHMARKS: dict[str, str] = {
     "clean": "agentir.bench.clean:main_bench_clean",
     "cluster": "agentir.bench.cluster:main_bench_cluster",
-    "kernels": "kernels.bench:main",
+    "kernels": "agentir.kernels.bench:main",
     "perception": "agentir.bench.perception:main_bench_perception",
     "serve": "agentir.bench.serve:main_bench_serve",
     "sizes": "agentir.bench.sizes:main_bench_sizes",
@@ -106,7 +106,7 @@ def main_bench(argv: list[str] | Sequence[str]) -> int:
 
     from agentir.bench.report import format_tables, write_report
     from agentir.bench.runner import default_restorer_factory
-    from toolbox.registry import UnknownNameError
+    from agentir.toolbox.registry import UnknownNameError
 
     parser = build_parser()
     args = parser.parse_args(list(argv))
@@ -167,9 +167,9 @@ def main_bench(argv: list[str] | Sequence[str]) -> int:
 
 def _check_perception(name: str) -> None:
     """Fail before any image runs when the perception policy is unknown."""
-    from agent_policies.registry import PERCEPTION, Policies
+    from agentir.agent_policies.registry import PERCEPTION, Policies
     from agentir.settings import Settings
-    from toolbox.registry import UnknownNameError
+    from agentir.toolbox.registry import UnknownNameError
 
     if name not in PERCEPTION:
         raise UnknownNameError("perception policy", name, PERCEPTION.names())

@@ -89,7 +89,7 @@ def collect_sources(sources: Sequence[str], *, frames_per_clip: int, split: str)
     Raises:
         BenchError: a source that does not exist, or nothing to run.
     """
-    from toolbox.splits import split_images
+    from agentir.toolbox.splits import split_images
 
     out: list[tuple[str, str, np.ndarray | Path]] = []
     for raw in sources:
@@ -121,8 +121,8 @@ def collect_sources(sources: Sequence[str], *, frames_per_clip: int, split: str)
 
 def build_clean_set(sources: Sequence[str], data_dir: Path, *, frames_per_clip: int = 4, split: str = "held-out") -> dict[str, Any]:
     """Write the clean images and a benchmark manifest (no degradations, reference = input) into ``data_dir``."""
+    from agentir.bus.files import write_text_atomic
     from agentir.datasets import MANIFEST_VERSION, read_rgb, write_png
-    from bus.files import write_text_atomic
 
     items: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -240,7 +240,7 @@ def main_bench_clean(argv: Sequence[str]) -> int:
     import anyio
 
     from agentir.bench.runner import run_bench
-    from bus.files import write_text_atomic
+    from agentir.bus.files import write_text_atomic
 
     args = build_parser().parse_args(list(argv))
     out = Path(args.out)

@@ -153,10 +153,10 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 async def _bench(args: argparse.Namespace, counts: list[int]) -> dict[str, Any]:
     import torch
 
+    from agentir.bus.messages import JobFinished, Subjects
+    from agentir.bus.redis import RedisBus
     from agentir.cluster.server import RedisServer
     from agentir.pipeline import Restorer
-    from bus.messages import JobFinished, Subjects
-    from bus.redis import RedisBus
 
     torch.set_num_threads(1)  # the in-process baseline gets what one worker gets per actor
     images = _images()

@@ -27,7 +27,7 @@ Scores a perception policy (default ``analytic``) on one or more benchmark folde
   image folder or file, or a clip folder or file (``--frames-per-clip`` evenly spaced frames of
   each clip, default 4, decoded sequentially). Under ``--split held-out`` fit content is
   dropped with a warning: images with the pixels of a calibration fit photo, and the fit clips
-  of :func:`agent_policies.perception.realdata.split_clips` (the first 10 ``asl_*`` clips).
+  of :func:`agentir.agent_policies.perception.realdata.split_clips` (the first 10 ``asl_*`` clips).
 * **report-only** (``--report PATH``, repeatable; e.g. ``../shared/data/real/RNI15``, real noisy
   photos without a clean reference): per image what perception finds (every degradation at
   medium or worse, and the noise level and score), and per set how often each is found.
@@ -38,11 +38,11 @@ Scores a perception policy (default ``analytic``) on one or more benchmark folde
 
 **Truth.** Every item's true level per degradation comes from the parameters the manifest says
 were drawn, mapped to the nearest severity level by the calibration's own
-:func:`agent_policies.perception.calibrate.label_from_params` (e.g. Gaussian sigma 37 -> high); a
+:func:`agentir.agent_policies.perception.calibrate.label_from_params` (e.g. Gaussian sigma 37 -> high); a
 degradation not applied is ``very_low``.
 
 **Held-out split.** The shipped calibration was fitted on McMaster + Set5 + the first half (34) of
-CBSD68 sorted by file name (:func:`agent_policies.perception.calibrate.split_images`), so honest
+CBSD68 sorted by file name (:func:`agentir.agent_policies.perception.calibrate.split_images`), so honest
 numbers use other images only: the last 34 CBSD68 images, or any images of your own. The split is
 enforced by *content*, not by file name: every fit image is loaded and cropped to a multiple of 4
 exactly as ``agentir degrade`` stores references, and an item whose clean reference
@@ -86,7 +86,7 @@ from typing import Any
 import numpy as np
 
 from agentir.bench.runner import BenchError, BenchItemError, _safe_path, item_id, open_benchmark
-from toolbox.vocab import DEGRADATIONS, LEVELS, PRESENT_AT, level_index
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS, PRESENT_AT, level_index
 
 __all__ = [
     "build_parser",
@@ -119,7 +119,7 @@ def true_levels(item: Mapping[str, Any]) -> dict[str, int]:
     Raises:
         BenchItemError: the item has no usable ``params`` (rebuild the benchmark).
     """
-    from agent_policies.perception.calibrate import label_from_params
+    from agentir.agent_policies.perception.calibrate import label_from_params
 
     params = item.get("params")
     if not isinstance(params, list) or len(params) != len(item.get("degradations", [])):
@@ -145,7 +145,7 @@ def fit_fingerprints(clean_root: str | os.PathLike[str]) -> dict[str, str] | Non
     Returns ``None`` when ``clean_root`` lacks the ``CBSD68`` / ``McMaster`` / ``Set5`` folders
     (the split cannot be checked).
     """
-    from agent_policies.perception.calibrate import _load, split_images
+    from agentir.agent_policies.perception.calibrate import _load, split_images
 
     try:
         fit, _held = split_images(Path(clean_root))
@@ -393,8 +393,8 @@ def evaluate(policy: Any, items: Sequence[tuple[Path, dict]], progress: bool = T
 
 def _real_sources(path: Path, split: str, fps: dict[str, str] | None, frames_per_clip: int) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """``[(name, image)]`` of one ``--real-clean`` / ``--report`` path and the names dropped as fit content."""
-    from agent_policies.perception.calibrate import _load
-    from agent_policies.perception.realdata import VIDEO_SUFFIXES, clip_frames, split_clips
+    from agentir.agent_policies.perception.calibrate import _load
+    from agentir.agent_policies.perception.realdata import VIDEO_SUFFIXES, clip_frames, split_clips
     from agentir.datasets import IMAGE_SUFFIXES
 
     if not path.exists():
@@ -620,9 +620,9 @@ def build_parser(prog: str = "agentir bench perception") -> argparse.ArgumentPar
 
 def main_bench_perception(argv: Sequence[str]) -> int:
     """Entry point of ``agentir bench perception`` (see the module docstring); returns the exit code."""
-    from agent_policies.registry import Policies
+    from agentir.agent_policies.registry import Policies
     from agentir.settings import Settings
-    from toolbox.registry import UnknownNameError
+    from agentir.toolbox.registry import UnknownNameError
 
     args = build_parser().parse_args(list(argv))
     settings = Settings.from_env()

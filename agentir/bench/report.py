@@ -319,7 +319,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def _samples_html(run: Mapping[str, Any], out_dir: Path, data_dir: Path, samples_per_combo: int) -> str:
     from agentir.datasets import read_rgb
-    from toolbox.degrade import bicubic_resize
+    from agentir.toolbox.degrade import bicubic_resize
 
     items = run["items"]
     policies = run["policies"]

@@ -3,7 +3,7 @@
 The benchmark folder is the one :func:`agentir.datasets.build_benchmark` writes (``manifest.json``
 plus ``lq/`` and ``hq/`` images). For every selected policy and manifest item the runner loads
 the degraded input, restores it (or not: the ``input`` policy), scores the result against the
-clean reference with :func:`toolbox.metrics.score` (PSNR on RGB, SSIM on Y, x4 bicubic for an
+clean reference with :func:`agentir.toolbox.metrics.score` (PSNR on RGB, SSIM on Y, x4 bicubic for an
 output 4x smaller than its reference) and appends one record to ``<out>/results.jsonl``.
 
 Delivery guarantees of the results log:
@@ -24,7 +24,7 @@ dropping its failures) and ``error`` when the image could not be scored (missing
 file, a shape the protocol cannot score); ``error`` records have no PSNR/SSIM and are left out
 of the means.
 
-Scoring: :func:`toolbox.metrics.score` (an output 4x smaller than its reference is upscaled x4
+Scoring: :func:`agentir.toolbox.metrics.score` (an output 4x smaller than its reference is upscaled x4
 bicubic, ``rescaled: "up_x4"``); an output 4x larger, which ``BENCHMARK.md`` does not cover, is
 downscaled x4 bicubic and flagged ``rescaled: "down_x4"`` (see :func:`_score`).
 
@@ -223,7 +223,7 @@ def parse_groups(text: str | Iterable[str] | None, manifest: Mapping[str, Any]) 
     names = _split(text) if text is not None else []
     if not names:
         return available
-    from toolbox.degrade import COMBINATIONS
+    from agentir.toolbox.degrade import COMBINATIONS
 
     known = list(dict.fromkeys([*COMBINATIONS, *available]))
     for n in names:
@@ -423,13 +423,13 @@ def _score(output: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """PSNR / SSIM per ``BENCHMARK.md``, plus ``rescaled``: how the output was resized first.
 
     ``BENCHMARK.md`` covers outputs of the reference's size and outputs 4x smaller (no
-    super-resolution; :func:`toolbox.metrics.score` upscales them). An output 4x *larger* (the
+    super-resolution; :func:`agentir.toolbox.metrics.score` upscales them). An output 4x *larger* (the
     agent super-resolved a full-size input: a perception false positive) is brought back with
     the same MATLAB-style bicubic, antialiased, and flagged ``"down_x4"`` rather than dropped,
     so the mistake costs what the round trip costs instead of hiding the image from the mean.
     """
-    from toolbox.degrade import bicubic_resize
-    from toolbox.metrics import score
+    from agentir.toolbox.degrade import bicubic_resize
+    from agentir.toolbox.metrics import score
 
     rescaled = None
     oh, ow = output.shape[:2]
@@ -543,8 +543,8 @@ class ToolRestorer:
     """Stands in for a Restorer where a policy is one tool run on the whole image (``allinone``)."""
 
     def __init__(self, tool: str) -> None:
-        import toolbox.tools  # noqa: F401 - registers the built-in (and learned) tools
-        from toolbox.base import TOOLS
+        import agentir.toolbox.tools  # noqa: F401 - registers the built-in (and learned) tools
+        from agentir.toolbox.base import TOOLS
 
         self.name = tool
         self.tool = TOOLS.get(tool)  # UnknownNameError names close matches; a missing weight file fails here
@@ -559,7 +559,7 @@ class ToolRestorer:
     async def restore(self, image: np.ndarray, *, options: Mapping[str, Any] | None = None, job: str = "") -> Any:
         from types import SimpleNamespace
 
-        from toolbox.base import run_on_rgb
+        from agentir.toolbox.base import run_on_rgb
 
         t0 = time.perf_counter()
         async with self._lock:  # one call at a time: the tool uses every thread it is given

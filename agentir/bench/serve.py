@@ -60,7 +60,7 @@ def _images() -> list[bytes]:
     import numpy as np
 
     from agentir.imageio import encode_png, load_image
-    from toolbox.degrade import degrade
+    from agentir.toolbox.degrade import degrade
 
     root = Path(__file__).resolve().parents[2] / "examples" / "clean"
     out = []
@@ -98,9 +98,9 @@ async def _run_load(url: str, args: argparse.Namespace, images: list[bytes]) -> 
     import aiohttp
     import anyio
 
+    from agentir.bus.codec import decode, encode
     from agentir.client import AgentirClient, DaemonBusy, DaemonError
     from agentir.daemon.messages import WsAck, WsError, WsResult, WsSubmit
-    from bus.codec import decode, encode
 
     latencies: list[float] = []
     failures: list[str] = []

@@ -5,7 +5,7 @@
 
 For each size (megapixels, 4:3) the source photo (default: the repo's ``examples/clean/chelsea.png``)
 is resized and mirrored into a 2 x 2 mosaic of that size, degraded with ``--degrade`` at
-``--level`` (``toolbox.degrade``, a fixed seed), and restored by the default agent in a fresh
+``--level`` (``agentir.toolbox.degrade``, a fixed seed), and restored by the default agent in a fresh
 child process, one image at a time: the wall-clock seconds (process start and model loading
 excluded: the child times the restore call itself) and the child's peak resident memory (its
 ``ru_maxrss``, everything included) are reported, with the PSNR of input and output against the
@@ -167,7 +167,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     read as low resolution) is resized to ``b`` first."""
     import cv2
 
-    from toolbox.metrics import psnr
+    from agentir.toolbox.metrics import psnr
 
     if a.shape != b.shape:
         a = cv2.resize(a, (b.shape[1], b.shape[0]), interpolation=cv2.INTER_AREA)
@@ -181,8 +181,8 @@ def main_bench_sizes(argv: Sequence[str]) -> int:
         return _child(src, dst, int(tile))
 
     from agentir.datasets import read_rgb, write_png
-    from toolbox.degrade import degrade_chain
-    from toolbox.vocab import DEGRADATIONS, LEVELS
+    from agentir.toolbox.degrade import degrade_chain
+    from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
     def usage(text: str) -> int:
         print(f"error: {text}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """``agentir bench stream SOURCE [--degrade COMBO] [--size WxH] [--json]``: the stream against the per-frame agent.
 
 Reads up to ``--max-frames`` frames of SOURCE (a video file or a folder of frames), optionally
-degrades them itself with the benchmark recipe (``toolbox.degrade``): the parameters are drawn
+degrades them itself with the benchmark recipe (``agentir.toolbox.degrade``): the parameters are drawn
 once from ``--seed`` and held over the clip as a real camera would (the same darkening, the same
 noise level), only the per-pixel random fields (noise, rain drops) are drawn anew per frame.
 Then, in one run on the same frames:
@@ -49,7 +49,7 @@ def _err(text: str) -> None:
 def degrade_clip(frames: Sequence[np.ndarray], combo: Sequence[str], seed: int) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Degrade every frame with parameters drawn once (on the first frame) and held; per-pixel
     random fields (``field_seed``: noise, rain) advance by one per frame."""
-    from toolbox.degrade import apply_params, degrade_chain
+    from agentir.toolbox.degrade import apply_params, degrade_chain
 
     _, params = degrade_chain(frames[0], list(combo), np.random.default_rng(seed))
     out = []
@@ -78,7 +78,7 @@ def flicker(outputs: Sequence[np.ndarray], clean: Sequence[np.ndarray]) -> float
 
 
 def _quality(outputs: Sequence[np.ndarray | None], clean: Sequence[np.ndarray] | None) -> dict[str, Any]:
-    from toolbox.metrics import score
+    from agentir.toolbox.metrics import score
 
     if clean is None:
         return {}
@@ -260,7 +260,7 @@ def main_bench_stream(argv: Sequence[str]) -> int:
     """Entry point of ``agentir bench stream``; returns the exit code."""
     from agentir.stream.cli import parse_budget
     from agentir.stream.engine import StreamError
-    from toolbox.vocab import check_degradation
+    from agentir.toolbox.vocab import check_degradation
 
     args = build_parser().parse_args(list(argv))
     try:

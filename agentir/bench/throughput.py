@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.scheduler import DEFAULT_BATCH_WINDOW
+from agentir.actors.scheduler import DEFAULT_BATCH_WINDOW
 
 __all__ = ["SeededCNN", "main_bench_throughput", "run_throughput"]
 
@@ -70,7 +70,7 @@ class SeededCNN:
 
 
 def _register_bench_cnn() -> None:
-    from toolbox.base import TOOL_INFO, ToolInfo, register_tool
+    from agentir.toolbox.base import TOOL_INFO, ToolInfo, register_tool
 
     if BENCH_CNN not in TOOL_INFO:
         register_tool(
@@ -225,9 +225,9 @@ def main_bench_throughput(argv: list[str] | Sequence[str]) -> int:
     """Entry point of ``agentir bench throughput`` (see the module docstring); returns the exit code."""
     import anyio
 
-    import toolbox.tools  # noqa: F401 - registers the built-in tools
-    from toolbox.base import TOOL_INFO
-    from toolbox.registry import UnknownNameError
+    import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools
+    from agentir.toolbox.base import TOOL_INFO
+    from agentir.toolbox.registry import UnknownNameError
 
     args = build_parser().parse_args(list(argv))
     _quiet_logs()
@@ -238,7 +238,7 @@ def main_bench_throughput(argv: list[str] | Sequence[str]) -> int:
         if args.tool == BENCH_CNN:
             _register_bench_cnn()
         if args.tool not in TOOL_INFO:
-            from toolbox.base import TOOLS
+            from agentir.toolbox.base import TOOLS
 
             raise UnknownNameError("tool", args.tool, TOOLS.names())
         subtask = args.subtask or TOOL_INFO[args.tool].degradation

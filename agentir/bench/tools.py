@@ -9,7 +9,7 @@
 
 For each image of a degradation, every tool registered for that degradation (manual-tagged ones
 and plug-ins included: ``tools_for(d, include_manual=True)``) restores the degraded input, and
-the output is scored against the clean reference (:func:`toolbox.metrics.score`). The *gain* is
+the output is scored against the clean reference (:func:`agentir.toolbox.metrics.score`). The *gain* is
 that score minus the input's own score; for ``low_resolution`` the input is scored after x4
 bicubic upscaling (as ``score`` does), so the gain is over bicubic. Time is wall-clock seconds
 of the tool call per megapixel of *output*, on ``--threads`` threads (default 1, so that tools
@@ -41,7 +41,7 @@ import numpy as np
 
 from agentir.bench.runner import BenchError, BenchItemError, item_id, load_pair, open_benchmark
 from agentir.imageio import write_text_atomic
-from toolbox.vocab import DEGRADATIONS, LEVELS
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
 __all__ = [
     "bench_tools",
@@ -76,9 +76,9 @@ def select_tools(tools: Sequence[str] | None, degradations: Sequence[str] | None
         UnknownNameError: an unknown tool (with close matches).
         BenchError: an unknown degradation, or a named tool outside the named degradations.
     """
-    import toolbox.tools  # noqa: F401 - registers the built-in tools
-    from toolbox.base import TOOL_INFO, TOOLS, tools_for
-    from toolbox.registry import UnknownNameError
+    import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools
+    from agentir.toolbox.base import TOOL_INFO, TOOLS, tools_for
+    from agentir.toolbox.registry import UnknownNameError
 
     wanted = list(dict.fromkeys(tools or []))
     for name in wanted:
@@ -162,8 +162,8 @@ def bench_tools(
     import torch
     from tqdm import tqdm
 
-    from toolbox.base import TOOL_INFO, TOOLS
-    from toolbox.metrics import score
+    from agentir.toolbox.base import TOOL_INFO, TOOLS
+    from agentir.toolbox.metrics import score
 
     if limit is not None and limit < 1:
         raise BenchError(f"--limit must be at least 1, got {limit}")
@@ -397,8 +397,8 @@ def main_bench_tools(argv: Sequence[str]) -> int:
     import torch
 
     from agentir.settings import Settings
-    from toolbox.plugins import PluginError, ensure_plugins
-    from toolbox.registry import UnknownNameError
+    from agentir.toolbox.plugins import PluginError, ensure_plugins
+    from agentir.toolbox.registry import UnknownNameError
 
     args = build_parser().parse_args(list(argv))
     out = args.out or str(Path(args.data_dir) / "bench" / "tools")
@@ -427,7 +427,7 @@ def main_bench_tools(argv: Sequence[str]) -> int:
     try:
         pj, pm = write_results(result, out)
         if args.costs_out:
-            from toolbox.costs import costs_document
+            from agentir.toolbox.costs import costs_document
 
             write_text_atomic(
                 args.costs_out, json.dumps(costs_document(result["cost_per_mp"], command=result["command"], threads=args.threads), indent=1) + "\n"

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 
 
 def build_worker_parser(prog: str = "agentir worker") -> argparse.ArgumentParser:
-    from actors.supervisor import ACTOR_NAMES
+    from agentir.actors.supervisor import ACTOR_NAMES
 
     p = argparse.ArgumentParser(prog=prog, description="Run agentir actors in this process on a shared Redis bus (see docs/CLUSTER.md).")
     p.add_argument("--bus", required=True, metavar="URL", help="the broker, redis://HOST:6379/0 (the front end's --bus)")
@@ -77,14 +77,14 @@ async def run_worker(args: argparse.Namespace) -> None:
     """Connect, start the chosen actors, serve until SIGTERM/SIGINT; hands held messages back on exit."""
     import anyio
 
-    import toolbox.tools  # noqa: F401 - registers the built-in tools
-    from actors.supervisor import Supervisor, build_actors
-    from agent_policies.registry import Policies
+    import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools
+    from agentir.actors.supervisor import Supervisor, build_actors
+    from agentir.agent_policies.registry import Policies
+    from agentir.bus.messages import JobFailed, Subjects
+    from agentir.bus.redis import DeadLetter, RedisBus, RedisStateStore
+    from agentir.bus.redis_blobs import RedisBlobStore
     from agentir.settings import Settings
-    from bus.messages import JobFailed, Subjects
-    from bus.redis import DeadLetter, RedisBus, RedisStateStore
-    from bus.redis_blobs import RedisBlobStore
-    from toolbox.plugins import ensure_plugins
+    from agentir.toolbox.plugins import ensure_plugins
 
     names = [n.strip() for n in args.actors.split(",") if n.strip()]
     settings = Settings.from_env()
@@ -119,7 +119,7 @@ async def run_worker(args: argparse.Namespace) -> None:
             await tg.start(supervisor.run)
             log.info("worker.ready", actors=names, bus=bus.consumer_id, pid=os.getpid())
             if args.ready_file:
-                from bus.files import write_text_atomic
+                from agentir.bus.files import write_text_atomic
 
                 write_text_atomic(args.ready_file, f"{os.getpid()}\n")
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -139,9 +139,9 @@ def main_worker(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``agentir worker``; returns the exit code."""
     import anyio
 
-    from actors.supervisor import ACTOR_NAMES
-    from bus.errors import BrokerUnavailable
-    from bus.redis import check_url, ping_url
+    from agentir.actors.supervisor import ACTOR_NAMES
+    from agentir.bus.errors import BrokerUnavailable
+    from agentir.bus.redis import check_url, ping_url
 
     parser = build_worker_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)

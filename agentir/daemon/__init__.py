@@ -91,8 +91,8 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     if config.bus:
-        from bus.errors import BrokerUnavailable
-        from bus.redis import ping_url
+        from agentir.bus.errors import BrokerUnavailable
+        from agentir.bus.redis import ping_url
 
         try:
             ping_url(config.bus)  # a front end without its broker is useless: say so at once
@@ -100,10 +100,10 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 1
     configure_logging(args.log_level, json_logs=not args.log_console)
+    from agentir.bus.errors import BrokerUnavailable
     from agentir.daemon.app import ListenError, serve_forever
     from agentir.daemon.store import StoreError
     from agentir.pipeline import DEFAULT_BUS
-    from bus.errors import BrokerUnavailable
 
     # The daemon builds its Restorer; with a broker it becomes a front end of the workers there.
     DEFAULT_BUS.set(config.bus or None)

@@ -49,6 +49,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from aiohttp.web_server import Server
 
+from agentir.bus.blobs import MemoryBlobStore
 from agentir.daemon.config import DaemonConfig
 from agentir.daemon.errors import PROBLEM_CONTENT_TYPE, ApiError, problem
 from agentir.daemon.metrics import Metrics
@@ -58,7 +59,6 @@ from agentir.daemon.worker import Worker
 from agentir.imageio import ImageInputError, decode_image, write_text_atomic
 from agentir.pipeline import Restorer
 from agentir.settings import Settings
-from bus.blobs import MemoryBlobStore
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +92,8 @@ def sniff_format(data: bytes) -> str | None:
 def validate_job(restorer: Restorer, policy: str, options: Any) -> dict[str, Any]:
     """Check a job's planning policy and options before it is accepted; returns the options
     normalised (what is stored and sent on). Raises ApiError(422) naming the bad policy or option."""
-    from agent_policies.options import OptionError
-    from toolbox.registry import UnknownNameError
+    from agentir.agent_policies.options import OptionError
+    from agentir.toolbox.registry import UnknownNameError
 
     try:
         return restorer.validate(policy, options)

@@ -106,8 +106,8 @@ class DaemonConfig:
         if not isinstance(self.bus, str):
             raise ConfigError(f"setting 'bus' must be a broker URL like redis://HOST:6379/0, got {self.bus!r}")
         if self.bus:
-            from bus.errors import BrokerUnavailable
-            from bus.redis import check_url
+            from agentir.bus.errors import BrokerUnavailable
+            from agentir.bus.redis import check_url
 
             try:
                 check_url(self.bus)

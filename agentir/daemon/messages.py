@@ -1,6 +1,6 @@
 """The WebSocket message kinds (``ws.*``), registered with the bus schema registry.
 
-Light on purpose (imports only :mod:`bus`), so clients can use them without the daemon's
+Light on purpose (imports only :mod:`agentir.bus`), so clients can use them without the daemon's
 dependencies. Semantics are in :mod:`agentir.daemon.ws` and ``docs/PROTOCOL.md``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from bus.schema import Message, message
+from agentir.bus.schema import Message, message
 
 __all__ = ["WsAck", "WsCancel", "WsError", "WsResult", "WsSubmit", "WsWatch"]
 

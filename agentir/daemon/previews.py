@@ -39,10 +39,10 @@ import numpy as np
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from agentir.bus.blobs import BlobRef, BlobStore
+from agentir.bus.messages import Perceived, Reflected, Subjects
 from agentir.daemon.metrics import Metrics
 from agentir.daemon.store import JobStore
-from bus.blobs import BlobRef, BlobStore
-from bus.messages import Perceived, Reflected, Subjects
 
 log = structlog.get_logger(__name__)
 

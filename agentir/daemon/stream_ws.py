@@ -38,14 +38,14 @@ import numpy as np
 import structlog
 from aiohttp import WSMsgType, web
 
+from agentir.bus.codec import decode, encode
+from agentir.bus.errors import CodecError
+from agentir.bus.schema import Message
 from agentir.daemon.errors import ApiError
 from agentir.daemon.messages import WsError
 from agentir.stream.engine import Frame, StreamConfig, StreamEngine, StreamError, StreamResult
 from agentir.stream.messages import StreamEnd, StreamFrameError, StreamFrameIn, StreamResultOut, StreamStart, StreamStarted, StreamSummaryOut
 from agentir.stream.runner import LatestSlot, StreamSummary
-from bus.codec import decode, encode
-from bus.errors import CodecError
-from bus.schema import Message
 
 if TYPE_CHECKING:
     from agentir.daemon.app import Daemon

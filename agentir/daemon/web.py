@@ -106,8 +106,8 @@ _OPTION_TABLE: tuple[dict[str, Any], ...] = (
 
 
 def _options() -> list[dict[str, Any]]:
-    from agent_policies.options import JobOptions
-    from agent_policies.registry import REFLECTION
+    from agentir.agent_policies.options import JobOptions
+    from agentir.agent_policies.registry import REFLECTION
 
     defaults = JobOptions()
     out = []
@@ -121,7 +121,7 @@ def _options() -> list[dict[str, Any]]:
 
 
 def _policies(daemon: Daemon) -> list[dict[str, Any]]:
-    from agent_policies.registry import PLANNING
+    from agentir.agent_policies.registry import PLANNING
 
     out = []
     for name in PLANNING.names():

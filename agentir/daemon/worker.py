@@ -30,11 +30,11 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from agentir.bus.messages import JobProgress
 from agentir.daemon.metrics import Metrics
 from agentir.daemon.store import CANCELLED, DONE, FAILED, QUEUED, JobRecord, JobStore, is_disk_full
 from agentir.imageio import ImageInputError, decode_image, encode_png
 from agentir.pipeline import RestoreError, Restorer
-from bus.messages import JobProgress
 
 if TYPE_CHECKING:
     from agentir.daemon.previews import Previews

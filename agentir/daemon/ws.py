@@ -1,4 +1,4 @@
-"""The WebSocket endpoint ``/v1/ws``: bus envelopes (msgpack, :mod:`bus.codec`) in binary frames.
+"""The WebSocket endpoint ``/v1/ws``: bus envelopes (msgpack, :mod:`agentir.bus.codec`) in binary frames.
 
 Client to daemon:
 
@@ -27,14 +27,14 @@ import anyio
 import structlog
 from aiohttp import WSMsgType, web
 
+from agentir.bus.codec import decode, encode
+from agentir.bus.errors import CodecError
+from agentir.bus.messages import JobProgress
+from agentir.bus.schema import Message
 from agentir.daemon.errors import ApiError
 from agentir.daemon.messages import WsAck, WsCancel, WsError, WsResult, WsSubmit, WsWatch
 from agentir.daemon.store import DONE, TERMINAL, StoreError
 from agentir.daemon.worker import JobEvent
-from bus.codec import decode, encode
-from bus.errors import CodecError
-from bus.messages import JobProgress
-from bus.schema import Message
 
 if TYPE_CHECKING:
     from agentir.daemon.app import Daemon

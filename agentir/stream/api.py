@@ -25,7 +25,7 @@ from agentir.stream.engine import Frame, StreamConfig, StreamEngine, StreamError
 from agentir.stream.runner import LatestSlot
 
 if TYPE_CHECKING:
-    from actors.scheduler import BatchScheduler
+    from agentir.actors.scheduler import BatchScheduler
     from agentir.pipeline import Restorer
 
 __all__ = ["FrameStream", "stream_frames"]

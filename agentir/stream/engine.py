@@ -3,7 +3,7 @@
 Per frame (:meth:`StreamEngine.process`, one frame at a time, in order):
 
 1. **Scene check.** A 64x48 grey thumbnail and the fused frame statistics
-   (:func:`agent_policies.perception.framestats.frame_stats`, i.e. :func:`kernels.image_stats`)
+   (:func:`agentir.agent_policies.perception.framestats.frame_stats`, i.e. :func:`agentir.kernels.image_stats`)
    are compared with the previous frame's: a frame-size change, a thumbnail correlation below
    :attr:`StreamConfig.scene_correlation` or an exposure jump above
    :attr:`StreamConfig.scene_exposure` starts a new scene.
@@ -19,13 +19,13 @@ Per frame (:meth:`StreamEngine.process`, one frame at a time, in order):
 4. **Budget.** With :attr:`StreamConfig.max_frame_ms`, each subtask's tool is chosen among
    the tools the planner ranks for it so that the chain's cost fits the budget, maximising the
    planner's expected utility (the agent's pick first when it fits); costs are the shipped
-   seconds per megapixel (:mod:`toolbox.costs`) until this stream has measured its own.
-5. **Run** the chain. Tools that estimate parameters from the image (:mod:`toolbox.held`) get
+   seconds per megapixel (:mod:`agentir.toolbox.costs`) until this stream has measured its own.
+5. **Run** the chain. Tools that estimate parameters from the image (:mod:`agentir.toolbox.held`) get
    them estimated on the scene's first frame and on re-perceptions, smoothed in between
    (exponential moving average), held on every other frame: no flicker from a gain or a kernel
-   that changes frame to frame. After the denoising step, :class:`toolbox.temporal.TemporalDenoiser`
+   that changes frame to frame. After the denoising step, :class:`agentir.toolbox.temporal.TemporalDenoiser`
    averages static pixels over up to 8 frames. Tools without held parameters go through the
-   shared :class:`~actors.scheduler.BatchScheduler` when one is given (streams then share the
+   shared :class:`~agentir.actors.scheduler.BatchScheduler` when one is given (streams then share the
    Executor's batches), else run here in a worker thread.
 
 Every result carries the frame's index, timestamp and stem (order and timing kept), the chain
@@ -50,17 +50,17 @@ import structlog
 import torch
 import torch.nn.functional as F
 
-from agent_policies.perception.framestats import frame_stats, stats_change
-from agent_policies.planning import PlanContext
-from kernels import rgb_to_ycbcr, to_float_nchw, to_uint8_nhwc
-from toolbox.base import TOOL_INFO, TOOLS, run_on_rgb, tools_for
-from toolbox.costs import tool_cost
-from toolbox.held import ParamSmoother, estimate_params, has_params, run_with_params
-from toolbox.temporal import TemporalDenoiser, estimate_noise_sigma
-from toolbox.vocab import DEGRADATIONS, is_present
+from agentir.agent_policies.perception.framestats import frame_stats, stats_change
+from agentir.agent_policies.planning import PlanContext
+from agentir.kernels import rgb_to_ycbcr, to_float_nchw, to_uint8_nhwc
+from agentir.toolbox.base import TOOL_INFO, TOOLS, run_on_rgb, tools_for
+from agentir.toolbox.costs import tool_cost
+from agentir.toolbox.held import ParamSmoother, estimate_params, has_params, run_with_params
+from agentir.toolbox.temporal import TemporalDenoiser, estimate_noise_sigma
+from agentir.toolbox.vocab import DEGRADATIONS, is_present
 
 if TYPE_CHECKING:
-    from actors.scheduler import BatchScheduler
+    from agentir.actors.scheduler import BatchScheduler
     from agentir.pipeline import Restorer
 
 log = structlog.get_logger(__name__)
@@ -460,9 +460,9 @@ class StreamEngine:
         return out
 
     def _run_chain_torch(self, image: np.ndarray, estimate: bool, device: torch.device) -> np.ndarray:
-        """The chain on ``device``: the frame is converted there once (:func:`kernels.to_float_nchw`),
+        """The chain on ``device``: the frame is converted there once (:func:`agentir.kernels.to_float_nchw`),
         each tool runs its torch path (or the Tool contract), the temporal stage its torch step, and
-        the result comes back once (:func:`kernels.to_uint8_nhwc`). Parameters are estimated on
+        the result comes back once (:func:`agentir.kernels.to_uint8_nhwc`). Parameters are estimated on
         the CPU, on estimate frames only."""
         with torch.inference_mode():
             uploaded, self._uploaded = self._uploaded, None
@@ -549,8 +549,8 @@ class StreamEngine:
 
     def _scene_signals_torch(self, image: np.ndarray, device: torch.device) -> tuple[dict[str, float], np.ndarray]:
         """The scene check's statistics and thumbnail computed on ``device`` (the frame is uploaded
-        once and kept for the chain): :func:`kernels.image_stats` on a quarter-size copy, and the
-        thumbnail from the BT.601 luma of :func:`kernels.rgb_to_ycbcr`."""
+        once and kept for the chain): :func:`agentir.kernels.image_stats` on a quarter-size copy, and the
+        thumbnail from the BT.601 luma of :func:`agentir.kernels.rgb_to_ycbcr`."""
         with torch.inference_mode():
             x = to_float_nchw(torch.from_numpy(np.ascontiguousarray(image))[None].to(device))
             self._uploaded = (image, x)

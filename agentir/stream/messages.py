@@ -1,7 +1,7 @@
 """The stream message kinds (``stream.*``) of the daemon's ``/v1/stream`` WebSocket.
 
 Registered with the bus schema registry, so they travel in the bus's msgpack envelopes like
-every other message (``docs/PROTOCOL.md``, section "Streams"). Imports only :mod:`bus`.
+every other message (``docs/PROTOCOL.md``, section "Streams"). Imports only :mod:`agentir.bus`.
 
 Client to daemon: ``stream.start`` (optional, first), ``stream.frame`` (one per frame),
 ``stream.end``. Daemon to client: ``stream.started``, ``stream.result`` (one per restored
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from bus.schema import Message, message
+from agentir.bus.schema import Message, message
 
 __all__ = ["StreamEnd", "StreamFrameError", "StreamFrameIn", "StreamResultOut", "StreamStart", "StreamStarted", "StreamSummaryOut"]
 

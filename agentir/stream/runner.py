@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from agentir.stream.engine import Frame, StreamConfig, StreamEngine, StreamResult
 
 if TYPE_CHECKING:
-    from actors.scheduler import BatchScheduler
+    from agentir.actors.scheduler import BatchScheduler
     from agentir.pipeline import Restorer
     from agentir.stream.io import Sink, Source
 

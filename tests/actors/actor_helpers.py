@@ -14,9 +14,9 @@ from typing import ClassVar
 import anyio
 import torch
 
-from bus.base import Delivery
-from bus.schema import Message
-from toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
+from agentir.bus.base import Delivery
+from agentir.bus.schema import Message
+from agentir.toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
 
 
 class Inbox:

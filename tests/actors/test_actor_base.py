@@ -7,12 +7,12 @@ from typing import ClassVar
 import anyio
 import pytest
 
-from actors.base import Actor
-from actors.supervisor import Supervisor, SupervisorGaveUp
-from bus.blobs import BlobRef, MemoryBlobStore
-from bus.errors import BusClosed, RemoteError
-from bus.memory import InMemoryBus
-from bus.messages import JobFailed, JobProgress, Perceived, PerceiveRequest, Subjects
+from agentir.actors.base import Actor
+from agentir.actors.supervisor import Supervisor, SupervisorGaveUp
+from agentir.bus.blobs import BlobRef, MemoryBlobStore
+from agentir.bus.errors import BusClosed, RemoteError
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import JobFailed, JobProgress, Perceived, PerceiveRequest, Subjects
 
 REF = BlobRef(sha256="ef" * 32, shape=(2, 2, 3), dtype="uint8")
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from actor_helpers import BlackFails, Gate, registered_tools
 
-from actors.executor import Executor
-from actors.scheduler import DEFAULT_BATCH_WINDOW, DEFAULT_MAX_BATCH, DEFAULT_TILE, BatchScheduler, BatchStats
+from agentir.actors.executor import Executor
+from agentir.actors.scheduler import DEFAULT_BATCH_WINDOW, DEFAULT_MAX_BATCH, DEFAULT_TILE, BatchScheduler, BatchStats
+from agentir.bus.blobs import MemoryBlobStore
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import Candidate, ExecuteStep, JobCancel, JobFailed, StepExecuted, Subjects
 from agentir.pipeline import RestoreError, Restorer
-from bus.blobs import MemoryBlobStore
-from bus.memory import InMemoryBus
-from bus.messages import Candidate, ExecuteStep, JobCancel, JobFailed, StepExecuted, Subjects
-from toolbox.base import unregister_tool
+from agentir.toolbox.base import unregister_tool
 
 
 @pytest.fixture

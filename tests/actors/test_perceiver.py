@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from actor_helpers import Inbox
 
-from actors.perceiver import Perceiver
-from agent_policies.perception import Perception
-from bus.blobs import MemoryBlobStore
-from bus.errors import RemoteError
-from bus.memory import InMemoryBus
-from bus.messages import JobFailed, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
-from toolbox.vocab import DEGRADATIONS, LEVELS
+from agentir.actors.perceiver import Perceiver
+from agentir.agent_policies.perception import Perception
+from agentir.bus.blobs import MemoryBlobStore
+from agentir.bus.errors import RemoteError
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import JobFailed, JobProgress, JobSubmitted, Perceived, PerceiveRequest, Subjects
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
 #: An image shape the fake policy refuses, as a real one refuses an image it cannot read.
 BAD_SHAPE = (1, 1, 3)
@@ -67,7 +67,7 @@ class Harness:
 
 
 def make_perceiver(bus: InMemoryBus, blobs: MemoryBlobStore, policy: FakePerception) -> Perceiver:
-    """The Perceiver under test, built as ``actors.supervisor.build_actors`` builds it."""
+    """The Perceiver under test, built as ``agentir.actors.supervisor.build_actors`` builds it."""
     return Perceiver(bus, blobs, policy=policy)
 
 

@@ -16,13 +16,13 @@ import anyio
 import numpy as np
 from actor_helpers import Inbox
 
-import toolbox.tools  # noqa: F401 - registers the built-in tools the jobs name (options may be checked against them)
-from actors.planner import Planner
-from bus.base import Delivery
-from bus.blobs import BlobRef, MemoryBlobStore
-from bus.memory import InMemoryBus
-from bus.messages import Candidate, ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
-from toolbox.vocab import DEGRADATIONS, LEVELS
+import agentir.toolbox.tools  # noqa: F401 - registers the built-in tools the jobs name (options may be checked against them)
+from agentir.actors.planner import Planner
+from agentir.bus.base import Delivery
+from agentir.bus.blobs import BlobRef, MemoryBlobStore
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import Candidate, ExecuteStep, JobCancel, JobFailed, JobFinished, JobProgress, Perceived, Reflected, Subjects
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
 #: The paper's search: threshold reflection, every failure rolled back.
 STRICT = {"reflection": "threshold", "keep_improved": False}
@@ -81,7 +81,7 @@ class Harness:
 
 
 def make_planner(bus: InMemoryBus, blobs: MemoryBlobStore) -> Planner:
-    """The Planner under test, built as ``actors.supervisor.build_actors`` builds it."""
+    """The Planner under test, built as ``agentir.actors.supervisor.build_actors`` builds it."""
     return Planner(bus, blobs)
 
 

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from actor_helpers import Inbox
 
-from actors.reflector import Reflector
-from agent_policies.perception import AnalyticPerception, Perception
+from agentir.actors.reflector import Reflector
+from agentir.agent_policies.perception import AnalyticPerception, Perception
+from agentir.bus.base import Delivery
+from agentir.bus.blobs import BlobRef, MemoryBlobStore
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import Candidate, JobFailed, Reflected, StepExecuted, Subjects
 from agentir.imageio import load_image
-from bus.base import Delivery
-from bus.blobs import BlobRef, MemoryBlobStore
-from bus.memory import InMemoryBus
-from bus.messages import Candidate, JobFailed, Reflected, StepExecuted, Subjects
-from toolbox.degrade import degrade
-from toolbox.vocab import DEGRADATIONS
+from agentir.toolbox.degrade import degrade
+from agentir.toolbox.vocab import DEGRADATIONS
 
 DATA = Path(__file__).resolve().parents[2] / "examples" / "clean"
 
@@ -82,7 +82,7 @@ class Harness:
 
 
 def make_reflector(bus: InMemoryBus, blobs: MemoryBlobStore, perception) -> Reflector:
-    """The Reflector under test, built as ``actors.supervisor.build_actors`` builds it."""
+    """The Reflector under test, built as ``agentir.actors.supervisor.build_actors`` builds it."""
     return Reflector(bus, blobs, perception=perception)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from actor_helpers import BlackFails, Gate, registered_tools
 
-from actors.scheduler import (
+from agentir.actors.scheduler import (
     DEFAULT_BATCH_WINDOW,
     DEFAULT_CPU_BATCH_BYTES,
     DEFAULT_MAX_BATCH,
@@ -27,9 +27,9 @@ from actors.scheduler import (
     to_batch,
     tool_device,
 )
-from kernels.tiles import tile_starts
-from toolbox.base import TOOLS, ToolInfo, register_tool, unregister_tool
-from toolbox.metrics import psnr
+from agentir.kernels.tiles import tile_starts
+from agentir.toolbox.base import TOOLS, ToolInfo, register_tool, unregister_tool
+from agentir.toolbox.metrics import psnr
 
 
 class SeededConv:
@@ -292,7 +292,7 @@ async def test_tiled_output_matches_whole_image_without_seams(tools):
 
 async def test_dct_denoise_tiled_agrees_with_whole_image(tools):
     """The registered dct_denoise, tiled, stays within a small tolerance of its whole-image output."""
-    import toolbox.tools  # noqa: F401 - registers the classical tools
+    import agentir.toolbox.tools  # noqa: F401 - registers the classical tools
 
     image = photo(260, 300, seed=3)
     async with BatchScheduler(tile_threshold=160 * 160, tile=160, overlap=24) as s:
@@ -306,7 +306,7 @@ async def test_dct_denoise_tiled_agrees_with_whole_image(tools):
 
 async def test_super_resolution_is_tiled_with_a_4x_blend(tools):
     """A scale-4 tool on tiles, blended at 4x positions and overlap, matches its whole-image output."""
-    import toolbox.tools  # noqa: F401 - registers the classical tools
+    import agentir.toolbox.tools  # noqa: F401 - registers the classical tools
 
     image = photo(200, 230, seed=4)
     async with BatchScheduler(tile_threshold=150 * 150, tile=128, overlap=16) as s:

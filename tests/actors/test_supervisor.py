@@ -2,7 +2,7 @@
 
 ``tests/actors/test_actor_base.py`` covers the basic restart limit and a clean stop; these tests
 pin what a restart actually gives back, how the window counts crashes, and the wiring of
-:func:`actors.supervisor.build_actors`.
+:func:`agentir.actors.supervisor.build_actors`.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ import anyio
 import numpy as np
 import pytest
 
-import actors.supervisor as supervisor_module
-from actors.base import Actor
-from actors.executor import Executor
-from actors.perceiver import Perceiver
-from actors.planner import Planner
-from actors.reflector import Reflector
-from actors.supervisor import Supervisor, SupervisorGaveUp, build_actors
-from agent_policies.options import JobOptions
-from agent_policies.perception import Perception
-from agent_policies.registry import Policies
-from bus.blobs import BlobRef, MemoryBlobStore
-from bus.errors import BusClosed, NoResponders
-from bus.memory import InMemoryBus
-from bus.messages import JobProgress, Perceived, PerceiveRequest, Subjects
-from toolbox.vocab import DEGRADATIONS
+import agentir.actors.supervisor as supervisor_module
+from agentir.actors.base import Actor
+from agentir.actors.executor import Executor
+from agentir.actors.perceiver import Perceiver
+from agentir.actors.planner import Planner
+from agentir.actors.reflector import Reflector
+from agentir.actors.supervisor import Supervisor, SupervisorGaveUp, build_actors
+from agentir.agent_policies.options import JobOptions
+from agentir.agent_policies.perception import Perception
+from agentir.agent_policies.registry import Policies
+from agentir.bus.blobs import BlobRef, MemoryBlobStore
+from agentir.bus.errors import BusClosed, NoResponders
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import JobProgress, Perceived, PerceiveRequest, Subjects
+from agentir.toolbox.vocab import DEGRADATIONS
 
 REF = BlobRef(sha256="ab" * 32, shape=(2, 2, 3), dtype="uint8")
 

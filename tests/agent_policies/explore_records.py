@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolbox.vocab import DEGRADATIONS, level_index
+from agentir.toolbox.vocab import DEGRADATIONS, level_index
 
 
 def _levels(**present: str) -> dict[str, str]:

@@ -9,16 +9,16 @@ import pytest
 import structlog
 from explore_records import record
 
-from agent_policies.knowledge import Knowledge, distil
-from agent_policies.planning import PlanContext
-from agent_policies.planning import experience as exp
-from agent_policies.planning.experience import ExperiencePlanner, OnlineExperience
-from agent_policies.planning.rules import RulesPlanner
-from agent_policies.reflection import ThresholdReflection
-from agent_policies.search import Budget, Execute, Search
-from bus.blobs import BlobRef
-from bus.messages import Candidate
-from toolbox.vocab import DEGRADATIONS
+from agentir.agent_policies.knowledge import Knowledge, distil
+from agentir.agent_policies.planning import PlanContext
+from agentir.agent_policies.planning import experience as exp
+from agentir.agent_policies.planning.experience import ExperiencePlanner, OnlineExperience
+from agentir.agent_policies.planning.rules import RulesPlanner
+from agentir.agent_policies.reflection import ThresholdReflection
+from agentir.agent_policies.search import Budget, Execute, Search
+from agentir.bus.blobs import BlobRef
+from agentir.bus.messages import Candidate
+from agentir.toolbox.vocab import DEGRADATIONS
 
 
 def knowledge() -> Knowledge:
@@ -76,7 +76,7 @@ def test_missing_knowledge_falls_back_to_the_rules_and_says_so(tmp_path: Path) -
 
 def test_settings_name_the_knowledge_file(tmp_path: Path) -> None:
     """AGENTIR_KNOWLEDGE, read by Settings.from_env at an entry point, reaches the planner built by Policies."""
-    from agent_policies.registry import Policies
+    from agentir.agent_policies.registry import Policies
     from agentir.settings import Settings
 
     path = tmp_path / "k.json"

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, JudgeReflection
-from agent_policies.reflection.judge import DEFAULT_JUDGE, JUDGE_WEIGHTS, JudgeError, change_features, descriptors, load_judge
-from bus.blobs import BlobRef
-from bus.messages import Candidate
+from agentir.agent_policies.reflection import ACCEPT, CONTINUE, FAILURE, SUCCESS, JudgeReflection
+from agentir.agent_policies.reflection.judge import DEFAULT_JUDGE, JUDGE_WEIGHTS, JudgeError, change_features, descriptors, load_judge
+from agentir.bus.blobs import BlobRef
+from agentir.bus.messages import Candidate
 
 CLEAN = Path(__file__).resolve().parents[1] / "data" / "clean"
 
@@ -105,7 +105,7 @@ async def test_a_job_with_the_judge_records_predicted_gains_and_keeps_nothing_ve
     """Through the real actors: every judged output carries its predicted gain in the trace, and no
     output predicted below the veto is ever what the job returns."""
     from agentir.pipeline import Restorer
-    from toolbox.degrade import apply_params
+    from agentir.toolbox.degrade import apply_params
 
     clean = _img("coffee.png")
     noisy = apply_params(clean, {"name": "noise", "kind": "gaussian", "sigma": 25.0, "field_seed": 3})

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from explore_records import record
 
-from agent_policies.knowledge import DEFAULT_KNOWLEDGE, FORMAT, VERSION, Knowledge, KnowledgeError, agent_path, distil
-from toolbox.vocab import DEGRADATIONS
+from agentir.agent_policies.knowledge import DEFAULT_KNOWLEDGE, FORMAT, VERSION, Knowledge, KnowledgeError, agent_path, distil
+from agentir.toolbox.vocab import DEGRADATIONS
 
 
 def test_agent_path_follows_the_least_degraded_output() -> None:
@@ -95,7 +95,7 @@ def test_bad_knowledge_files_raise_a_clear_error(tmp_path: Path, content: str | 
 
 def test_the_shipped_knowledge_loads_and_covers_group_a() -> None:
     k = Knowledge.load(DEFAULT_KNOWLEDGE)
-    from toolbox.degrade import COMBINATIONS
+    from agentir.toolbox.degrade import COMBINATIONS
 
     explored = {tuple(sorted(c["combination"])) for c in k.combinations}
     assert explored == {tuple(sorted(c)) for c in COMBINATIONS["A"]}
@@ -103,8 +103,8 @@ def test_the_shipped_knowledge_loads_and_covers_group_a() -> None:
     assert len(k.pairs) == 8 and set(k.precedence) == set(DEGRADATIONS)
     assert k.summary["images"] >= 8 * 4
     # every degradation has tool statistics for the classical tools the agent chooses from
-    import toolbox.tools  # noqa: F401 - registers the classical tools whose statistics are checked
-    from toolbox.base import TOOL_INFO, tools_for
+    import agentir.toolbox.tools  # noqa: F401 - registers the classical tools whose statistics are checked
+    from agentir.toolbox.base import TOOL_INFO, tools_for
 
     for d in DEGRADATIONS:
         seen = set(k.tool_stats(d, "high"))
@@ -114,7 +114,7 @@ def test_the_shipped_knowledge_loads_and_covers_group_a() -> None:
 
 def test_a_levels_few_calls_lean_on_the_tools_numbers_over_all_levels() -> None:
     """Empirical-Bayes shrinkage: 2 calls at 'medium' barely move the pooled estimate, 200 dominate it."""
-    from agent_policies.knowledge import LEVEL_SHRINK
+    from agentir.agent_policies.knowledge import LEVEL_SHRINK
 
     def with_medium(calls: int) -> Knowledge:
         obj = distil([record("r", "rain", "haze", psnr_ab=25.0, psnr_ba=23.0)], {})
@@ -139,7 +139,7 @@ def test_a_levels_few_calls_lean_on_the_tools_numbers_over_all_levels() -> None:
 
 def test_the_shipped_records_distil_to_the_shipped_knowledge_byte_for_byte():
     """agent_policies/knowledge.json is what distil() makes of the shipped exploration records (CI checks it; the slow test re-explores)."""
-    from agent_policies.knowledge import SHIPPED_RECORDS, knowledge_text, read_records
+    from agentir.agent_policies.knowledge import SHIPPED_RECORDS, knowledge_text, read_records
 
     header, records = read_records(SHIPPED_RECORDS)
     shipped = DEFAULT_KNOWLEDGE.read_text(encoding="utf-8")

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from agent_policies.options import JOB_OPTION_NAMES, JobOptions, OptionError
-from agent_policies.search import Budget
+from agentir.agent_policies.options import JOB_OPTION_NAMES, JobOptions, OptionError
+from agentir.agent_policies.search import Budget
 
 
 def test_defaults_are_the_products():

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent_policies.perception import AnalyticPerception, CalibrationError, Perception, PerceptionPolicy
-from agent_policies.perception.calibrate import label_from_params
-from toolbox.vocab import DEGRADATIONS, LEVELS, level_index
+from agentir.agent_policies.perception import AnalyticPerception, CalibrationError, Perception, PerceptionPolicy
+from agentir.agent_policies.perception.calibrate import label_from_params
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS, level_index
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ EDGE_IMAGES = {
 @pytest.mark.parametrize("name", list(EDGE_IMAGES))
 def test_motion_features_are_finite_on_edge_images(name: str) -> None:
     """The motion group's raw values (before compute_features' non-finite guard) are finite on tiny, constant and extreme-aspect images."""
-    from agent_policies.perception.features import _GROUP_FUNCS, _Prepared, compute_features, feature_names
+    from agentir.agent_policies.perception.features import _GROUP_FUNCS, _Prepared, compute_features, feature_names
 
     img = EDGE_IMAGES[name]
     raw = _GROUP_FUNCS["motion"](_Prepared(img))
@@ -234,8 +234,8 @@ def test_motion_features_are_finite_on_edge_images(name: str) -> None:
 def test_motion_features_see_a_downscaled_line_blur() -> None:
     """A 15 px one-sided motion blur followed by an x4 downscale leaves a directional Laplacian
     correlation (max minus orthogonal, scale 1) well above that of the same image downscaled sharp."""
-    from agent_policies.perception.features import compute_features
-    from toolbox.degrade import apply_params, bicubic_resize
+    from agentir.agent_policies.perception.features import compute_features
+    from agentir.toolbox.degrade import apply_params, bicubic_resize
 
     for seed, angle in ((0, 0.0), (1, 60.0), (2, -35.0)):
         img = scene(seed, (320, 480))
@@ -249,7 +249,7 @@ def test_motion_features_see_a_downscaled_line_blur() -> None:
 
 def test_shipped_model_is_small_safetensors_with_metadata_json() -> None:
     """The shipped heads are a safetensors file under 1 MB; the JSON holds metadata only (no weight arrays) and names the file and its hash."""
-    from agent_policies.perception.analytic import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, WEIGHTS_NAME
+    from agentir.agent_policies.perception.analytic import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS, WEIGHTS_NAME
 
     assert DEFAULT_WEIGHTS.name == WEIGHTS_NAME and DEFAULT_WEIGHTS.stat().st_size < 1_000_000
     doc = json.loads(DEFAULT_CALIBRATION.read_text())
@@ -281,7 +281,7 @@ def _tiny_models(seed: int = 0) -> dict:
 
 def test_calibration_round_trip(tmp_path) -> None:
     """write_calibration + load_calibration give back the same arrays and metadata; a policy loads the pair."""
-    from agent_policies.perception.analytic import load_calibration, write_calibration
+    from agentir.agent_policies.perception.analytic import load_calibration, write_calibration
 
     models = _tiny_models()
     js, st = tmp_path / "c.json", tmp_path / "c.safetensors"
@@ -303,7 +303,7 @@ def test_shipped_pair_copied_elsewhere_gives_the_same_answers(policy: AnalyticPe
     """The JSON finds its weights file next to itself, wherever the pair is copied."""
     import shutil
 
-    from agent_policies.perception.analytic import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS
+    from agentir.agent_policies.perception.analytic import DEFAULT_CALIBRATION, DEFAULT_WEIGHTS
 
     shutil.copy(DEFAULT_CALIBRATION, tmp_path / DEFAULT_CALIBRATION.name)
     shutil.copy(DEFAULT_WEIGHTS, tmp_path / DEFAULT_WEIGHTS.name)
@@ -313,7 +313,7 @@ def test_shipped_pair_copied_elsewhere_gives_the_same_answers(policy: AnalyticPe
 
 def test_missing_weights_file_names_it_and_the_command(tmp_path) -> None:
     """A JSON whose safetensors file is gone raises CalibrationError naming that file and `agentir train perception`."""
-    from agent_policies.perception.analytic import write_calibration
+    from agentir.agent_policies.perception.analytic import write_calibration
 
     js, st = tmp_path / "c.json", tmp_path / "heads.safetensors"
     write_calibration(js, st, {}, _tiny_models())
@@ -328,7 +328,7 @@ def test_missing_weights_file_names_it_and_the_command(tmp_path) -> None:
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other-training"])
 def test_corrupt_weights_file_is_reported(tmp_path, damage: str) -> None:
     """Garbage, a truncated file or a valid file from another training raise CalibrationError naming the weights file."""
-    from agent_policies.perception.analytic import write_calibration
+    from agentir.agent_policies.perception.analytic import write_calibration
 
     js, st = tmp_path / "c.json", tmp_path / "c.safetensors"
     write_calibration(js, st, {}, _tiny_models())
@@ -359,7 +359,7 @@ def test_written_files_are_world_readable(tmp_path) -> None:
     import os
     import stat
 
-    from agent_policies.perception.analytic import write_calibration
+    from agentir.agent_policies.perception.analytic import write_calibration
 
     old = os.umask(0o022)
     try:
@@ -372,8 +372,8 @@ def test_written_files_are_world_readable(tmp_path) -> None:
 
 def test_feature_cache_missing_groups() -> None:
     """A feature cache written before a group existed is recognised as lacking exactly that group."""
-    from agent_policies.perception.calibrate import missing_groups
-    from agent_policies.perception.features import GROUPS, compute_features
+    from agentir.agent_policies.perception.calibrate import missing_groups
+    from agentir.agent_policies.perception.features import GROUPS, compute_features
 
     img = scene(0, (64, 64))
     full = {"fit": [{"features": compute_features(img)}]}
@@ -384,7 +384,7 @@ def test_feature_cache_missing_groups() -> None:
 
 def test_model_needing_unknown_features_is_refused(tmp_path) -> None:
     """A model that reads a feature this code does not compute (a model from another version) is refused at load time."""
-    from agent_policies.perception.analytic import write_calibration
+    from agentir.agent_policies.perception.analytic import write_calibration
 
     models = _tiny_models()
     models["rain"]["features"] = ["size.log_long", "size.log_short", "lum.no_such_feature"]

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from agent_policies.perception import AnalyticPerception
-from agent_policies.perception.calibrate import CAMERA_ABSENT_SIGMA, camera_noise_label, is_real_clean, row_weights
-from agent_policies.perception.realdata import FIT_CLIPS, clip_frames, split_clips
+from agentir.agent_policies.perception import AnalyticPerception
+from agentir.agent_policies.perception.calibrate import CAMERA_ABSENT_SIGMA, camera_noise_label, is_real_clean, row_weights
+from agentir.agent_policies.perception.realdata import FIT_CLIPS, clip_frames, split_clips
 from agentir.datasets import read_rgb
-from toolbox.vocab import DEGRADATIONS, level_index
+from agentir.toolbox.vocab import DEGRADATIONS, level_index
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN_IMAGES = sorted((ROOT / "examples" / "clean").glob("*.png")) + sorted((ROOT / "tests" / "data" / "clean").glob("*.png"))

@@ -18,8 +18,8 @@ from aiohttp import web
 from loopback_chat import serving
 from structlog.testing import capture_logs
 
-from agent_policies.perception import AnalyticPerception, PerceptionPolicy
-from agent_policies.perception.vlm import (
+from agentir.agent_policies.perception import AnalyticPerception, PerceptionPolicy
+from agentir.agent_policies.perception.vlm import (
     HUMAN_NAMES,
     VLMAnswerError,
     VLMConfigError,
@@ -27,7 +27,7 @@ from agent_policies.perception.vlm import (
     parse_joint_answer,
     parse_level_answer,
 )
-from toolbox.vocab import DEGRADATIONS, LEVELS
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
 ANALYTIC = AnalyticPerception()
 

@@ -14,11 +14,11 @@ from aiohttp import web
 from explore_records import record
 from loopback_chat import serving
 
-from agent_policies.knowledge import Knowledge, distil
-from agent_policies.planning import PlanContext
-from agent_policies.planning.experience import ExperiencePlanner
-from agent_policies.planning.llm import LLMAnswerError, LLMConfigError, LLMPlanner, parse_order
-from toolbox.vocab import DEGRADATIONS
+from agentir.agent_policies.knowledge import Knowledge, distil
+from agentir.agent_policies.planning import PlanContext
+from agentir.agent_policies.planning.experience import ExperiencePlanner
+from agentir.agent_policies.planning.llm import LLMAnswerError, LLMConfigError, LLMPlanner, parse_order
+from agentir.toolbox.vocab import DEGRADATIONS
 
 
 @dataclass
@@ -160,7 +160,7 @@ async def test_an_unreachable_endpoint_falls_back() -> None:
 
 def test_configuration_errors_name_the_variable() -> None:
     """Missing or malformed endpoint settings (from AGENTIR_LLM_*, read by Settings.from_env) name the variable to set."""
-    from agent_policies.registry import Policies
+    from agentir.agent_policies.registry import Policies
     from agentir.settings import Settings, SettingsError
 
     def build(env: dict[str, str]) -> LLMPlanner:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-from agent_policies.planning import PlanContext
-from agent_policies.planning.random_order import RandomPlanner
-from agent_policies.planning.rules import PRECEDENCE, RANK, RulesPlanner
-from agent_policies.reflection import ThresholdReflection
-from agent_policies.search import Budget, Execute, Finish, Search
-from bus.blobs import BlobRef
-from bus.messages import Candidate
-from toolbox.vocab import DEGRADATIONS
+from agentir.agent_policies.planning import PlanContext
+from agentir.agent_policies.planning.random_order import RandomPlanner
+from agentir.agent_policies.planning.rules import PRECEDENCE, RANK, RulesPlanner
+from agentir.agent_policies.reflection import ThresholdReflection
+from agentir.agent_policies.search import Budget, Execute, Finish, Search
+from agentir.bus.blobs import BlobRef
+from agentir.bus.messages import Candidate
+from agentir.toolbox.vocab import DEGRADATIONS
 
 _counter = itertools.count()
 
@@ -187,7 +187,7 @@ def test_random_planner_is_reproducible_per_seed():
 
 def test_budget_defaults_are_the_job_defaults():
     """The search's Budget() and JobOptions().budget() agree (one set of defaults)."""
-    from agent_policies.options import JobOptions
+    from agentir.agent_policies.options import JobOptions
 
     assert Budget() == JobOptions().budget()
 
@@ -224,7 +224,7 @@ def test_keep_improved_keeps_a_failed_step_that_helped_and_rolls_back_one_that_d
 
 def test_first_success_reflection_accepts_the_first_low_output():
     """accept_level="low" stops at the first output judged low (one call instead of two)."""
-    from agent_policies.registry import Policies
+    from agentir.agent_policies.registry import Policies
 
     search = make({"noise": "high"})
     search.reflection = Policies().reflection("first-success")
@@ -236,7 +236,7 @@ def test_first_success_reflection_accepts_the_first_low_output():
 
 
 def _judged(present: dict[str, str]) -> Search:
-    from agent_policies.reflection import JudgeReflection
+    from agentir.agent_policies.reflection import JudgeReflection
 
     return Search(
         image=ref(),

@@ -10,8 +10,8 @@ import pytest
 
 from agentir.bench.perception import confusion_stats, main_bench_perception, presence_stats, true_levels
 from agentir.datasets import build_benchmark
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 from agentir.train import main_train
-from toolbox.vocab import DEGRADATIONS, LEVELS
 
 CLEAN = Path(__file__).resolve().parents[1] / "data" / "clean"  # astronaut, chelsea, coffee, rocket (128 x 128)
 
@@ -160,7 +160,7 @@ def test_train_tool_with_an_unknown_name_lists_the_trainable_ones(capsys: pytest
 
 def test_train_perception_forwards_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`agentir train perception` runs the calibration script with the given seed, cache and output."""
-    from agent_policies.perception import calibrate
+    from agentir.agent_policies.perception import calibrate
 
     seen: list[list[str]] = []
     monkeypatch.setattr(calibrate, "main", lambda argv: seen.append(list(argv)) or 0)

@@ -12,7 +12,7 @@ import torch
 from agentir.bench.runner import BenchError
 from agentir.bench.tools import bench_tools, format_markdown, main_bench_tools, read_costs, select_tools
 from agentir.datasets import build_benchmark
-from toolbox.plugins import unload_plugins
+from agentir.toolbox.plugins import unload_plugins
 
 CLEAN = Path(__file__).resolve().parents[1] / "data" / "clean"
 
@@ -53,7 +53,7 @@ def test_bench_tools_cli_writes_json_markdown_and_costs(levels_bench: Path, tmp_
     assert {r["level"] for r in data["rows"]} == {"medium", "high"}
     assert all(r["n"] == 2 and r["s_per_mp"] > 0 for r in data["rows"])
     assert set(read_costs(out / "tools.json")) == names and data["tools"]["bt_gamma"]["kind"] == "plugin"
-    from toolbox.costs import load_costs
+    from agentir.toolbox.costs import load_costs
 
     assert load_costs(tmp_path / "costs.json") == pytest.approx(read_costs(out / "tools.json"), abs=1e-4)
     # The classifier-driven brightener undoes synthetic darkening better than nothing at high severity.
@@ -88,7 +88,7 @@ def test_missing_and_non_levels_benchmarks_are_usage_errors(tmp_path: Path, caps
 
 def test_selection_errors(levels_bench: Path) -> None:
     """Unknown tools and degradations, and a tool outside the chosen degradations, are refused with close matches."""
-    from toolbox.registry import UnknownNameError
+    from agentir.toolbox.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="did you mean dct_denoise"):
         select_tools(["dct_denoize"], None)

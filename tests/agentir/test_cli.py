@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from agentir.imageio import load_image, save_png_atomic
-from toolbox.degrade import degrade
+from agentir.toolbox.degrade import degrade
 
 DATA = Path(__file__).resolve().parents[2] / "examples" / "clean"
 LEVEL_WORDS = {"very_low", "low", "medium", "high", "very_high"}

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from test_daemon import finished, started  # the daemon-test helpers the other daemon tests share
 
-from agent_policies.options import JobOptions
+from agentir.agent_policies.options import JobOptions
 from agentir.daemon.metrics import FAMILIES, Metrics
 from agentir.daemon.web import CONSOLE_CSP, CONSOLE_FILES
 

@@ -24,7 +24,7 @@ import torch
 
 from agentir.daemon.app import Daemon, run_daemon
 from agentir.daemon.config import DaemonConfig
-from toolbox.base import ToolInfo, register_tool, unregister_tool
+from agentir.toolbox.base import ToolInfo, register_tool, unregister_tool
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed (pip install -e '.[test]')")
 
@@ -332,8 +332,8 @@ async def test_a_live_stream_shows_its_latest_frame_fps_and_drops(browser, tmp_p
     live fps and its counters; when it ends, its card goes and the page says none is open."""
     from test_stream_helpers import darken, pan
 
+    from agentir.bus.codec import encode
     from agentir.stream.messages import StreamEnd, StreamFrameIn, StreamStart
-    from bus.codec import encode
 
     frames = darken(pan("rocket", 8))
     h, w = frames[0].shape[:2]

@@ -20,16 +20,16 @@ import structlog
 import torch
 from PIL import Image
 
+from agentir.bus.codec import decode, encode
+from agentir.bus.messages import JobProgress
 from agentir.client import AgentirClient, DaemonBusy, DaemonError
 from agentir.daemon.app import Daemon, run_daemon
 from agentir.daemon.config import ConfigError, DaemonConfig
 from agentir.daemon.messages import WsAck, WsCancel, WsError, WsResult, WsSubmit, WsWatch
 from agentir.daemon.store import TERMINAL, DataDirLocked, JobStore
 from agentir.imageio import encode_png, load_image
-from bus.codec import decode, encode
-from bus.messages import JobProgress
-from toolbox.base import ToolInfo, register_tool, unregister_tool
-from toolbox.degrade import degrade
+from agentir.toolbox.base import ToolInfo, register_tool, unregister_tool
+from agentir.toolbox.degrade import degrade
 
 DATA = Path(__file__).resolve().parents[2] / "examples" / "clean"
 
@@ -145,7 +145,7 @@ async def test_multipart_carries_policy_and_options(tmp_path, png):
 async def test_the_daemons_speed_limit_applies_to_jobs_that_set_none(tmp_path, png):
     """serve --max-tool-cost: a job without its own max_tool_cost gets the daemon's (recorded on
     the job, honoured by the planner); a job's own value wins."""
-    from toolbox.costs import tool_cost
+    from agentir.toolbox.costs import tool_cost
 
     async with started(tmp_path, max_tool_cost=5.0) as (daemon, http):
         plain = (await post(http, png))[2]["id"]

@@ -14,11 +14,11 @@ import aiohttp
 import anyio
 import numpy as np
 
+from agentir.bus.codec import decode, encode
+from agentir.bus.messages import JobProgress
 from agentir.daemon.messages import WsResult, WsWatch
 from agentir.imageio import decode_image, encode_png, load_image
-from bus.codec import decode, encode
-from bus.messages import JobProgress
-from toolbox.degrade import degrade
+from agentir.toolbox.degrade import degrade
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "examples" / "clean"

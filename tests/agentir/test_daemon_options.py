@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from test_daemon import _recv, noisy_png, post, started
 
-from agent_policies.options import JOB_OPTION_NAMES
+from agentir.agent_policies.options import JOB_OPTION_NAMES
+from agentir.bus.codec import encode
 from agentir.daemon.messages import WsAck, WsError, WsSubmit
-from bus.codec import encode
 
 HUGE = "9" * 400  # an integer with 400 digits, as JSON text
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from agentir.datasets import build_benchmark, list_images, load_manifest, read_rgb, score_inputs, write_png
-from toolbox.degrade import COMBINATIONS, apply_params
-from toolbox.vocab import DEGRADATIONS
+from agentir.toolbox.degrade import COMBINATIONS, apply_params
+from agentir.toolbox.vocab import DEGRADATIONS
 
 
 def make_clean(folder: Path, n: int = 2, h: int = 34, w: int = 42) -> list[Path]:

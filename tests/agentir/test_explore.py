@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_policies.knowledge import Knowledge
+from agentir.agent_policies.knowledge import Knowledge
 from agentir.explore import build_jobs, main_explore, training_images
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clean"
@@ -110,7 +110,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "clean
 @pytest.mark.skipif(not (SHARED / "CBSD68").is_dir(), reason="needs ../shared/data/clean (the training images)")
 def test_the_documented_command_reproduces_the_shipped_knowledge(tmp_path: Path) -> None:
     """`agentir explore ../shared/data/clean -o knowledge.json --per-combo 8` (about 6-15 minutes on 2 cores)."""
-    from agent_policies.knowledge import DEFAULT_KNOWLEDGE
+    from agentir.agent_policies.knowledge import DEFAULT_KNOWLEDGE
 
     out = tmp_path / "knowledge.json"
     assert main_explore([str(SHARED), "-o", str(out), "--per-combo", "8", "--workers", "2", "--no-progress"]) == 0

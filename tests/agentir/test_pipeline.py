@@ -10,9 +10,9 @@ import torch
 
 from agentir.imageio import load_image
 from agentir.pipeline import Restorer
-from toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
-from toolbox.degrade import degrade
-from toolbox.metrics import psnr
+from agentir.toolbox.base import ToolError, ToolInfo, register_tool, unregister_tool
+from agentir.toolbox.degrade import degrade
+from agentir.toolbox.metrics import psnr
 
 # The 256x192 demo crops: big enough not to read as low resolution (the 128 px test crops do,
 # since the benchmark keeps x4-downscaled images small and perception uses size as a cue).
@@ -65,7 +65,7 @@ async def test_single_degradation_is_detected_planned_treated_and_psnr_rises(noi
 
 async def test_a_speed_limit_keeps_slow_tools_out_of_the_job(noisy):
     """options max_tool_cost: no tool measured slower than the limit runs, and the job still restores."""
-    from toolbox.costs import tool_cost
+    from agentir.toolbox.costs import tool_cost
 
     lq, ref = noisy
     async with Restorer() as restorer:
@@ -73,7 +73,7 @@ async def test_a_speed_limit_keeps_slow_tools_out_of_the_job(noisy):
     used = {s["tool"] for s in result.trace["steps"]}
     assert used and all((tool_cost(t) or 0.0) <= 5.0 for t in used), used
     assert psnr(result.image, ref) > psnr(lq, ref) + 1.0
-    from agent_policies.options import OptionError
+    from agentir.agent_policies.options import OptionError
 
     async with Restorer() as restorer:  # a bad limit is refused before the job starts, naming the option
         with pytest.raises(OptionError, match="max_tool_cost"):
@@ -144,7 +144,7 @@ async def test_concurrent_jobs_all_finish_and_share_batches(noisy):
 
 async def test_unknown_policy_fails_fast_with_close_matches():
     """A misspelt planning policy is refused before anything starts, suggesting the right name."""
-    from toolbox.registry import UnknownNameError
+    from agentir.toolbox.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="rules"):
         Restorer(policy="rule")
@@ -152,7 +152,7 @@ async def test_unknown_policy_fails_fast_with_close_matches():
 
 def test_an_unconfigured_policy_fails_when_the_restorer_is_built(monkeypatch):
     """The llm planner without an endpoint is refused up front, not once per job."""
-    from agent_policies.planning.llm import LLMConfigError
+    from agentir.agent_policies.planning.llm import LLMConfigError
 
     monkeypatch.delenv("AGENTIR_LLM_URL", raising=False)
     with pytest.raises(LLMConfigError, match="AGENTIR_LLM_URL"):

@@ -12,12 +12,12 @@ import anyio
 import numpy as np
 import pytest
 
-from agent_policies.knowledge import distil
-from agent_policies.settings import ChatSettings, PolicySettings
+from agentir.agent_policies.knowledge import distil
+from agentir.agent_policies.settings import ChatSettings, PolicySettings
 from agentir.imageio import load_image
 from agentir.pipeline import Restorer
 from agentir.settings import Settings, SettingsError
-from toolbox.degrade import degrade
+from agentir.toolbox.degrade import degrade
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
 

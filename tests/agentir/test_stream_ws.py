@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 from test_stream_helpers import darken, pan
 
+from agentir.bus.codec import decode, encode
 from agentir.daemon import stream_ws
 from agentir.daemon.app import Daemon, run_daemon
 from agentir.daemon.config import DaemonConfig
 from agentir.daemon.messages import WsError
 from agentir.stream.messages import StreamEnd, StreamFrameError, StreamFrameIn, StreamResultOut, StreamStart, StreamStarted, StreamSummaryOut
-from bus.codec import decode, encode
 
 
 @asynccontextmanager

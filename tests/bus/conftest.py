@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from agentir.bus.memory import InMemoryBus
 from agentir.cluster.server import RedisServer, redis_server_path
-from bus.memory import InMemoryBus
 
 NO_REDIS = "redis-server is not installed (apt-get install redis-server); the Redis bus tests need a real one"
 
@@ -47,7 +47,7 @@ def make_bus(backend: str, request: pytest.FixtureRequest) -> Callable[..., Any]
             async with InMemoryBus(**options) as bus:
                 yield bus
         else:
-            from bus.redis import RedisBus
+            from agentir.bus.redis import RedisBus
 
             options.setdefault("visibility_timeout", 1.0)
             async with RedisBus(url, prefix=prefix, **options) as bus:

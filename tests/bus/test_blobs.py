@@ -8,8 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
-from bus.blobs import DirectoryBlobStore, MemoryBlobStore
-from bus.errors import BlobNotFound, BusError
+from agentir.bus.blobs import DirectoryBlobStore, MemoryBlobStore
+from agentir.bus.errors import BlobNotFound, BusError
 
 
 @pytest.fixture(params=["memory", "directory", "redis"])
@@ -19,7 +19,7 @@ def store(request, tmp_path):
     elif request.param == "directory":
         yield DirectoryBlobStore(tmp_path / "blobs")
     else:
-        from bus.redis_blobs import RedisBlobStore
+        from agentir.bus.redis_blobs import RedisBlobStore
 
         redis_store = RedisBlobStore(request.getfixturevalue("redis_url"), prefix=f"t{uuid.uuid4().hex[:10]}")
         yield redis_store
@@ -65,7 +65,7 @@ def test_memory_store_evicts_least_recently_used():
 
 def test_directory_store_refuses_path_like_hashes(tmp_path):
     """A reference whose hash is not hex never becomes a file path."""
-    from bus.blobs import BlobRef
+    from agentir.bus.blobs import BlobRef
 
     store = DirectoryBlobStore(tmp_path)
     with pytest.raises(BlobNotFound):
@@ -81,7 +81,7 @@ def test_directory_store_survives_a_new_instance(tmp_path):
 
 @pytest.fixture
 def redis_blobs(redis_url):
-    from bus.redis_blobs import RedisBlobStore
+    from agentir.bus.redis_blobs import RedisBlobStore
 
     stores = []
 

@@ -12,9 +12,9 @@ import contextlib
 
 import anyio
 
-from actors.executor import CANCEL_BROADCAST, Executor
-from bus.blobs import MemoryBlobStore
-from bus.messages import JobCancel, Subjects
+from agentir.actors.executor import CANCEL_BROADCAST, Executor
+from agentir.bus.blobs import MemoryBlobStore
+from agentir.bus.messages import JobCancel, Subjects
 
 
 async def wait_cancelled(executor: Executor, job: str) -> None:
@@ -27,7 +27,7 @@ async def test_a_cancel_on_the_execute_group_reaches_every_executor(make_bus, ba
         first = await stack.enter_async_context(make_bus())
         second = first  # in memory: two executors on one bus
         if backend == "redis":  # a second connection with the same prefix is a second worker
-            from bus.redis import RedisBus
+            from agentir.bus.redis import RedisBus
 
             second = await stack.enter_async_context(RedisBus(first.url, prefix=first.prefix, visibility_timeout=1.0))
         blobs = MemoryBlobStore()

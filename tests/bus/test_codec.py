@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from bus import codec
-from bus.blobs import BlobRef
-from bus.errors import MalformedMessage, MessageTooLarge, UnknownMessageKind, UnsupportedVersion
-from bus.messages import Candidate, ExecuteStep, JobFinished, JobSubmitted, Reflected
-from bus.schema import REGISTRY, UPGRADES, Message, message
+from agentir.bus import codec
+from agentir.bus.blobs import BlobRef
+from agentir.bus.errors import MalformedMessage, MessageTooLarge, UnknownMessageKind, UnsupportedVersion
+from agentir.bus.messages import Candidate, ExecuteStep, JobFinished, JobSubmitted, Reflected
+from agentir.bus.schema import REGISTRY, UPGRADES, Message, message
 
 REF = BlobRef(sha256="ab" * 32, shape=(8, 9, 3), dtype="uint8")
 

@@ -1,4 +1,4 @@
-"""The Bus contract of ``bus.base``, run once per backend (in-memory and Redis Streams)."""
+"""The Bus contract of ``agentir.bus.base``, run once per backend (in-memory and Redis Streams)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import msgpack
 import pytest
 from structlog.testing import capture_logs
 
-from bus.blobs import BlobRef
-from bus.codec import encode
-from bus.errors import BusClosed, BusFull, NoResponders, RemoteError, RequestTimeout
-from bus.messages import ErrorReply, JobProgress, Perceived, PerceiveRequest
+from agentir.bus.blobs import BlobRef
+from agentir.bus.codec import encode
+from agentir.bus.errors import BusClosed, BusFull, NoResponders, RemoteError, RequestTimeout
+from agentir.bus.messages import ErrorReply, JobProgress, Perceived, PerceiveRequest
 
 REF = BlobRef(sha256="cd" * 32, shape=(2, 2, 3), dtype="uint8")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bus.memory import InMemoryBus
-from bus.messages import JobProgress
+from agentir.bus.memory import InMemoryBus
+from agentir.bus.messages import JobProgress
 
 
 def progress(i: int) -> JobProgress:

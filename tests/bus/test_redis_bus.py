@@ -11,10 +11,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from agentir.bus.errors import BrokerUnavailable, BusFull
+from agentir.bus.messages import JobProgress
+from agentir.bus.redis import DeadLetter, RedisBus, redact
 from agentir.cluster.server import RedisServer, free_port
-from bus.errors import BrokerUnavailable, BusFull
-from bus.messages import JobProgress
-from bus.redis import DeadLetter, RedisBus, redact
 
 
 def progress(i: int) -> JobProgress:

@@ -140,8 +140,8 @@ class EventLog:
 @pytest.fixture
 async def outcomes(redis: RedisServer) -> AsyncIterator[EventLog]:
     """Counts JobFinished / JobFailed per job on the events subject while the test runs."""
-    from bus.messages import JobFailed, JobFinished, Subjects
-    from bus.redis import RedisBus
+    from agentir.bus.messages import JobFailed, JobFinished, Subjects
+    from agentir.bus.redis import RedisBus
 
     log = EventLog()
     bus = await RedisBus(redis.url, reconnect_timeout=30).connect()

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from toolbox.base import TOOL_INFO, ToolInfo, register_tool
+from agentir.toolbox.base import TOOL_INFO, ToolInfo, register_tool
 
 
 class _Sleepy:
@@ -44,7 +44,7 @@ def one_step(tool: str) -> dict[str, object]:
 if __name__ == "__main__":  # the worker launcher: register the tools, then run agentir worker
     import sys
 
-    import toolbox.tools  # noqa: F401 - the built-in tools first, as the worker does
+    import agentir.toolbox.tools  # noqa: F401 - the built-in tools first, as the worker does
 
     register()
     from agentir.cluster import main_worker

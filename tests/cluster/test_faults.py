@@ -10,10 +10,10 @@ import pytest
 from conftest import holder_of, quiet, small_image, wait_logged
 from fault_tools import one_step
 
+from agentir.bus.blobs import BlobRef
+from agentir.bus.messages import JobSubmitted, Subjects
+from agentir.bus.redis import RedisBus
 from agentir.pipeline import RestoreError, Restorer
-from bus.blobs import BlobRef
-from bus.messages import JobSubmitted, Subjects
-from bus.redis import RedisBus
 
 
 async def test_a_worker_killed_mid_step_loses_no_job(cluster, outcomes):

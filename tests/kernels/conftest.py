@@ -1,4 +1,4 @@
-"""Fixtures for the kernel tests: the device and forcing a backend (helpers: kernels.testing).
+"""Fixtures for the kernel tests: the device and forcing a backend (helpers: agentir.kernels.testing).
 
 Without CUDA the Triton kernels run under the Triton interpreter, which must be switched on
 before ``triton`` is first imported: this file sets ``TRITON_INTERPRET=1`` at import time
@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 
 import pytest
 
-from kernels import backend, convert
+from agentir.kernels import backend, convert
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import KernelBackendError, backend, color, convert, tiles, to_float_nchw
+from agentir.kernels import KernelBackendError, backend, color, convert, tiles, to_float_nchw
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,7 +132,8 @@ def test_fresh_process_without_interpreter_fails_loudly() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env[backend.ENV_VAR] = "triton"
     code = (
-        "import torch, kernels\n"
+        "import torch\n"
+        "from agentir import kernels\n"
         "try:\n"
         "    kernels.to_float_nchw(torch.zeros((1, 2, 2, 3), dtype=torch.uint8))\n"
         "except kernels.KernelBackendError as e:\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.bench import main, run_kernel_bench
+from agentir.kernels.bench import main, run_kernel_bench
 
 OPS = {"to_float_nchw", "to_uint8_nhwc", "rgb_to_ycbcr", "rgb_to_value", "image_stats"}
 
@@ -38,7 +38,7 @@ def test_bad_arguments_raise(kwargs) -> None:
 
 
 def test_command_line_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """python -m kernels.bench prints the device, the note and one row per op."""
+    """python -m agentir.kernels.bench prints the device, the note and one row per op."""
     if torch.cuda.is_available():
         pytest.skip("the CPU table is checked here; the GPU run is in the gpu tests")
     main(["--sizes", "6x8", "--repeats", "1"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import KernelInputError, rgb_to_value, rgb_to_ycbcr
-from kernels.color import rgb_to_value_reference, rgb_to_ycbcr_reference
-from kernels.testing import ATOL, LAYOUTS, assert_close64, make_layout
+from agentir.kernels import KernelInputError, rgb_to_value, rgb_to_ycbcr
+from agentir.kernels.color import rgb_to_value_reference, rgb_to_ycbcr_reference
+from agentir.kernels.testing import ATOL, LAYOUTS, assert_close64, make_layout
 
 SHAPES = [
     # (N, H, W)     why

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import backend, convert
+from agentir.kernels import backend, convert
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_all_kernels_compile_for_sm90(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")  # keep the user's cache untouched
     proc = subprocess.run(
-        [sys.executable, "-m", "kernels.compile_check", "--arch", "90"],
+        [sys.executable, "-m", "agentir.kernels.compile_check", "--arch", "90"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -42,7 +42,7 @@ def test_compile_check_refuses_interpreted_kernels() -> None:
     """In a process with interpreted kernels the checker says how to run it instead of crashing."""
     if not backend.is_interpreted(convert._to_float_nchw_kernel):
         pytest.skip("kernels are compiled natively in this process")
-    from kernels.compile_check import compile_kernels
+    from agentir.kernels.compile_check import compile_kernels
 
     with pytest.raises(RuntimeError, match="without TRITON_INTERPRET=1"):
         compile_kernels()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import KernelInputError, to_float_nchw, to_uint8_nhwc
-from kernels.convert import to_float_nchw_reference, to_uint8_nhwc_reference
-from kernels.testing import LAYOUTS, assert_close64, make_layout
+from agentir.kernels import KernelInputError, to_float_nchw, to_uint8_nhwc
+from agentir.kernels.convert import to_float_nchw_reference, to_uint8_nhwc_reference
+from agentir.kernels.testing import LAYOUTS, assert_close64, make_layout
 
 SHAPES = [
     # (N, H, W)     why

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import (
+from agentir.kernels import (
     blend_tiles,
     extract_tiles,
     rgb_to_value,
@@ -13,10 +13,10 @@ from kernels import (
     to_float_nchw,
     to_uint8_nhwc,
 )
-from kernels.color import rgb_to_value_reference, rgb_to_ycbcr_reference
-from kernels.convert import to_float_nchw_reference, to_uint8_nhwc_reference
-from kernels.testing import assert_close64
-from kernels.tiles import blend_tiles_reference
+from agentir.kernels.color import rgb_to_value_reference, rgb_to_ycbcr_reference
+from agentir.kernels.convert import to_float_nchw_reference, to_uint8_nhwc_reference
+from agentir.kernels.testing import assert_close64
+from agentir.kernels.tiles import blend_tiles_reference
 
 pytestmark = [
     pytest.mark.gpu,
@@ -78,7 +78,7 @@ def test_blend_full_hd_processed_tiles(native: torch.device) -> None:
 
 def test_bench_runs_triton_natively() -> None:
     """On CUDA the benchmark times the Triton kernels and reports finite ratios."""
-    from kernels.bench import run_kernel_bench
+    from agentir.kernels.bench import run_kernel_bench
 
     report = run_kernel_bench(sizes=[(H, W)], repeats=3)
     assert report["triton_native"] is True

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from kernels import STATS_COLUMNS, KernelInputError, image_stats
-from kernels.stats import image_stats_reference
-from kernels.testing import LAYOUTS, make_layout
+from agentir.kernels import STATS_COLUMNS, KernelInputError, image_stats
+from agentir.kernels.stats import image_stats_reference
+from agentir.kernels.testing import LAYOUTS, make_layout
 
 SHAPES = [
     # (N, H, W)     why

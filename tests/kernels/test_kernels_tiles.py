@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import KernelInputError, blend_tiles, extract_tiles
-from kernels.testing import LAYOUTS, assert_close64, make_layout
-from kernels.tiles import blend_tiles_reference, tile_starts
+from agentir.kernels import KernelInputError, blend_tiles, extract_tiles
+from agentir.kernels.testing import LAYOUTS, assert_close64, make_layout
+from agentir.kernels.tiles import blend_tiles_reference, tile_starts
 
 ROUND_TRIPS = [
     # (H, W, tile, overlap)       why

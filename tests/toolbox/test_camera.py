@@ -1,4 +1,4 @@
-"""Regression tests of the realistic camera-noise synthesis (:mod:`toolbox.camera`)."""
+"""Regression tests of the realistic camera-noise synthesis (:mod:`agentir.toolbox.camera`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from toolbox import camera
-from toolbox.degrade import degrade
+from agentir.toolbox import camera
+from agentir.toolbox.degrade import degrade
 
 
 def _params(seed: int = 0, log_shot: float = math.log(2e-3), **over: object) -> dict:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import toolbox.tools  # noqa: F401 - registers the tools
-from toolbox.base import TOOL_INFO
-from toolbox.costs import FORMAT, affordable, costs_document, load_costs, tool_cost
+import agentir.toolbox.tools  # noqa: F401 - registers the tools
+from agentir.toolbox.base import TOOL_INFO
+from agentir.toolbox.costs import FORMAT, affordable, costs_document, load_costs, tool_cost
 
 
 def test_every_built_in_tool_has_a_measured_cost() -> None:
@@ -31,9 +31,9 @@ def test_round_trip_and_bad_files(tmp_path: Path) -> None:
 
 
 def test_the_planner_breaks_utility_ties_by_cost() -> None:
-    from agent_policies.knowledge import Knowledge
-    from agent_policies.planning import PlanContext
-    from agent_policies.planning.experience import ExperiencePlanner
+    from agentir.agent_policies.knowledge import Knowledge
+    from agentir.agent_policies.planning import PlanContext
+    from agentir.agent_policies.planning.experience import ExperiencePlanner
 
     k = Knowledge(precedence={}, pairs={}, tools={})  # no evidence: every tool has the same utility
     cheap, dear = sorted(("bilateral_denoise", "dct_denoise"), key=lambda n: tool_cost(n) or 0.0)

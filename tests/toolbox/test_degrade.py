@@ -1,4 +1,4 @@
-"""Tests for toolbox.degrade: the BENCHMARK.md degradation recipe."""
+"""Tests for agentir.toolbox.degrade: the BENCHMARK.md degradation recipe."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from toolbox.degrade import (
+from agentir.toolbox.degrade import (
     COMBINATIONS,
     apply_params,
     bicubic_resize,
@@ -20,7 +20,7 @@ from toolbox.degrade import (
     degrade_chain,
     haze_depth_proxy,
 )
-from toolbox.vocab import DEGRADATIONS, LEVELS
+from agentir.toolbox.vocab import DEGRADATIONS, LEVELS
 
 SEVERE_LEVELS = LEVELS[1:]
 

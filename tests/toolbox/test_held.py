@@ -1,4 +1,4 @@
-"""Held parameters (:mod:`toolbox.held`) and the temporal stage (:mod:`toolbox.temporal`)."""
+"""Held parameters (:mod:`agentir.toolbox.held`) and the temporal stage (:mod:`agentir.toolbox.temporal`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import toolbox.tools  # noqa: F401 - registers the tools
-from toolbox.base import TOOLS, ToolError
-from toolbox.degrade import degrade_chain
-from toolbox.held import ParamSmoother, estimate_params, has_params, run_with_params
-from toolbox.temporal import TemporalDenoiser
+import agentir.toolbox.tools  # noqa: F401 - registers the tools
+from agentir.toolbox.base import TOOLS, ToolError
+from agentir.toolbox.degrade import degrade_chain
+from agentir.toolbox.held import ParamSmoother, estimate_params, has_params, run_with_params
+from agentir.toolbox.temporal import TemporalDenoiser
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
 

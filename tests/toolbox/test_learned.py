@@ -1,4 +1,4 @@
-"""Learned tools (``toolbox.learned``): contract, shipped-model quality, training CLI, plug-in export."""
+"""Learned tools (``agentir.toolbox.learned``): contract, shipped-model quality, training CLI, plug-in export."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from structlog.testing import capture_logs
 
-import toolbox.learned
-import toolbox.tools
-from toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, Tool, ToolError, tools_for, unavailable_reason
-from toolbox.degrade import bicubic_resize, degrade, degrade_chain
-from toolbox.learned import LEARNED_SPECS, LEARNED_TOOLS, LearnedTool, weights_path
-from toolbox.learned.data import RECIPES
-from toolbox.learned.nets import build
-from toolbox.plugins import load_plugins, unload_plugins
+import agentir.toolbox.learned
+import agentir.toolbox.tools
+from agentir.toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, Tool, ToolError, tools_for, unavailable_reason
+from agentir.toolbox.degrade import bicubic_resize, degrade, degrade_chain
+from agentir.toolbox.learned import LEARNED_SPECS, LEARNED_TOOLS, LearnedTool, weights_path
+from agentir.toolbox.learned.data import RECIPES
+from agentir.toolbox.learned.nets import build
+from agentir.toolbox.plugins import load_plugins, unload_plugins
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clean"
 #: Shipped models. cnn_motion_deblur is trainable but not shipped (its weights are "optional"): its
@@ -72,7 +72,7 @@ def test_core_tools_shipped_and_registered_after_classical() -> None:
         assert weights_path(name).stat().st_size <= 5_000_000
         assert name in LEARNED_TOOLS and TOOL_INFO[name].kind == "learned"
         listed = tools_for(TOOL_INFO[name].degradation, include_manual=True)
-        classical = [n for n in listed if n in toolbox.tools.CLASSICAL_TOOLS]
+        classical = [n for n in listed if n in agentir.toolbox.tools.CLASSICAL_TOOLS]
         assert classical and listed.index(name) > max(listed.index(n) for n in classical)
     assert TOOL_INFO["cnn_sr"].scale == 4
     assert TOOL_INFO["allinone"].tags == ("manual", "allinone")
@@ -117,7 +117,7 @@ def test_shipped_model_improves_its_degradation(name: str) -> None:
 def test_fusion_denoise_blends_a_self_ensemble_with_the_dct_denoiser() -> None:
     """fusion_denoise is exactly w x (cnn_denoise over 8 flips/turns) + (1 - w) x dct_denoise, and
     on the example photos with Gaussian noise sigma 25 it beats both of its parts."""
-    from toolbox.learned.fusion import FUSION_WEIGHT, self_ensemble
+    from agentir.toolbox.learned.fusion import FUSION_WEIGHT, self_ensemble
 
     assert TOOL_INFO["fusion_denoise"].kind == "learned" and "fusion_denoise" in tools_for("noise")
     fusion, cnn, dct = TOOLS.get("fusion_denoise"), TOOLS.get("cnn_denoise"), TOOLS.get("dct_denoise")
@@ -137,7 +137,7 @@ def test_fusion_denoise_blends_a_self_ensemble_with_the_dct_denoiser() -> None:
 
 def test_self_ensemble_of_an_equivariant_tool_is_the_tool() -> None:
     """Flips and quarter turns commute with a pointwise tool, so its self-ensemble changes nothing."""
-    from toolbox.learned.fusion import self_ensemble
+    from agentir.toolbox.learned.fusion import self_ensemble
 
     x = torch.rand(2, 3, 7, 12, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(self_ensemble(lambda b: b.sqrt(), x), x.sqrt())
@@ -180,12 +180,12 @@ def test_missing_and_corrupt_weights_name_the_file_and_the_command(tmp_path: Pat
 
 @pytest.fixture
 def weights_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of the shipped weights folder that ``toolbox.learned`` reads instead (the real files are never touched)."""
+    """A copy of the shipped weights folder that ``agentir.toolbox.learned`` reads instead (the real files are never touched)."""
     folder = tmp_path / "weights"
     folder.mkdir()
-    for path in toolbox.learned.WEIGHTS_DIR.glob("*.safetensors"):
+    for path in agentir.toolbox.learned.WEIGHTS_DIR.glob("*.safetensors"):
         shutil.copy(path, folder / path.name)
-    monkeypatch.setattr(toolbox.learned, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(agentir.toolbox.learned, "WEIGHTS_DIR", folder)
     learned = [s.name for s in LEARNED_SPECS if s.name in TOOLS]
     for name in learned:  # built tools hold the real files' networks; rebuild from the copy
         TOOLS.forget(name)
@@ -291,8 +291,8 @@ def test_agentir_tools_lists_a_tool_with_missing_weights_as_unavailable(weights_
     (weights_copy / "cnn_sr.safetensors").unlink()
     code = (
         "import pathlib, sys\n"
-        "import toolbox.tools, toolbox.learned\n"
-        "toolbox.learned.WEIGHTS_DIR = pathlib.Path(sys.argv[1])\n"
+        "import agentir.toolbox.tools, agentir.toolbox.learned\n"
+        "agentir.toolbox.learned.WEIGHTS_DIR = pathlib.Path(sys.argv[1])\n"
         "from agentir.cli import main\n"
         "sys.exit(main(['tools']))\n"
     )

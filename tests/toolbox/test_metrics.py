@@ -1,4 +1,4 @@
-"""Tests for toolbox.metrics: PSNR on RGB, SSIM on BT.601 Y, and the benchmark score."""
+"""Tests for agentir.toolbox.metrics: PSNR on RGB, SSIM on BT.601 Y, and the benchmark score."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from toolbox.degrade import bicubic_resize
-from toolbox.metrics import psnr, score, ssim_y, to_y
+from agentir.toolbox.degrade import bicubic_resize
+from agentir.toolbox.metrics import psnr, score, ssim_y, to_y
 
 CLEAN = Path(__file__).resolve().parents[1] / "data" / "clean"
 

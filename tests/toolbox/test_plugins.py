@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import toolbox.tools  # noqa: F401 - built-in tools registered (name clashes)
-from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, tools_for
-from toolbox.plugins import PluginError, load_plugins, parse_plugins, unload_plugins
+import agentir.toolbox.tools  # noqa: F401 - built-in tools registered (name clashes)
+from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, tools_for
+from agentir.toolbox.plugins import PluginError, load_plugins, parse_plugins, unload_plugins
 
 
 class Brighten(torch.nn.Module):
@@ -281,7 +281,7 @@ def test_integer_output_and_static_sizes_raise_tool_error(tmp_path: Path, loaded
 
 def test_ensure_and_env_load_a_file_once(tmp_path: Path, loaded: list[str]) -> None:
     """ensure_plugins and $AGENTIR_PLUGINS register a file once however often entry points call them."""
-    from toolbox.plugins import ensure_plugins, plugins_from_env
+    from agentir.toolbox.plugins import ensure_plugins, plugins_from_env
 
     _script(Brighten(), tmp_path / "m.pt")
     toml = _toml(tmp_path / "p.toml", _entry("pl_once", "m.pt"))

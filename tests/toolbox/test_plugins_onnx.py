@@ -19,9 +19,9 @@ onnx = pytest.importorskip("onnx", reason="the onnx package (test extra) builds 
 pytest.importorskip("onnxruntime", reason="onnxruntime (test extra / the onnx extra) runs them")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402 - after the skips above
 
-import toolbox.tools  # noqa: F401,E402 - built-in tools registered (name clashes)
-from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, tools_for  # noqa: E402
-from toolbox.plugins import PluginError, load_plugins, unload_plugins  # noqa: E402
+import agentir.toolbox.tools  # noqa: F401,E402 - built-in tools registered (name clashes)
+from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, tools_for  # noqa: E402
+from agentir.toolbox.plugins import PluginError, load_plugins, unload_plugins  # noqa: E402
 
 
 def _model(path: Path, *, offset: float = 0.1, shape: list[object] | None = None, inputs: int = 1, scale: int = 1) -> Path:

@@ -1,15 +1,15 @@
-"""Tool declarations (``toolbox.base.ToolSpec``): one place per tool, and the registry built from them."""
+"""Tool declarations (``agentir.toolbox.base.ToolSpec``): one place per tool, and the registry built from them."""
 
 from __future__ import annotations
 
 import pytest
 
-from toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, WHOLE_IMAGE_TAG, ToolSpec, register_spec, tools_for, unavailable_reason, unregister_tool
-from toolbox.learned import LEARNED_SPECS, LEARNED_TOOLS
-from toolbox.learned.data import RECIPES
-from toolbox.registry import UnknownNameError
-from toolbox.tools import CLASSICAL_SPECS, CLASSICAL_TOOLS
-from toolbox.vocab import DEGRADATIONS
+from agentir.toolbox.base import TOOL_INFO, TOOL_SPECS, TOOLS, WHOLE_IMAGE_TAG, ToolSpec, register_spec, tools_for, unavailable_reason, unregister_tool
+from agentir.toolbox.learned import LEARNED_SPECS, LEARNED_TOOLS
+from agentir.toolbox.learned.data import RECIPES
+from agentir.toolbox.registry import UnknownNameError
+from agentir.toolbox.tools import CLASSICAL_SPECS, CLASSICAL_TOOLS
+from agentir.toolbox.vocab import DEGRADATIONS
 
 BUILT_IN = (*CLASSICAL_SPECS, *LEARNED_SPECS)
 
@@ -48,7 +48,7 @@ def test_a_declaration_refuses_the_global_tag_and_a_bad_factory_and_freezes_its_
     with pytest.raises(ValueError, match="whole_image=True"):
         ToolSpec(name="x", degradation="noise", factory="m:C", tags=("global",), description="")
     with pytest.raises(ValueError, match="module:Callable"):
-        ToolSpec(name="x", degradation="noise", factory="toolbox.tools.denoise.DCTDenoise", description="")
+        ToolSpec(name="x", degradation="noise", factory="agentir.toolbox.tools.denoise.DCTDenoise", description="")
     spec = ToolSpec(name="x", degradation="noise", factory="m:C", kwargs={"a": 1}, description="")
     with pytest.raises(TypeError):
         spec.kwargs["a"] = 2  # type: ignore[index]  # deliberate: kwargs is read-only, to test the TypeError
@@ -56,7 +56,7 @@ def test_a_declaration_refuses_the_global_tag_and_a_bad_factory_and_freezes_its_
 
 def test_register_spec_builds_the_factory_with_name_and_kwargs() -> None:
     """A registered declaration builds ``factory(name=name, **kwargs)`` lazily; unregistering removes every trace."""
-    spec = ToolSpec(name="test_spec_dct", degradation="noise", factory="toolbox.tools.denoise:DCTDenoise", kwargs={"strength": 1.7}, description="test")
+    spec = ToolSpec(name="test_spec_dct", degradation="noise", factory="agentir.toolbox.tools.denoise:DCTDenoise", kwargs={"strength": 1.7}, description="test")
     register_spec(spec)
     try:
         tool = TOOLS.get("test_spec_dct")
@@ -81,13 +81,13 @@ def test_every_learned_tool_with_weights_has_its_recipe() -> None:
 
 
 def test_tool_order_does_not_depend_on_which_package_was_imported_first():
-    """tools_for lists classical, then learned tools, best first, whether toolbox.learned or toolbox.tools was imported first."""
+    """tools_for lists classical, then learned tools, best first, whether agentir.toolbox.learned or agentir.toolbox.tools was imported first."""
     import subprocess
     import sys
 
-    code = "import {a}, {b}; from toolbox.base import tools_for; from toolbox.vocab import DEGRADATIONS; print([tools_for(d) for d in DEGRADATIONS])"
+    code = "import {a}, {b}; from agentir.toolbox.base import tools_for; from agentir.toolbox.vocab import DEGRADATIONS; print([tools_for(d) for d in DEGRADATIONS])"
     runs = [
         subprocess.run([sys.executable, "-c", code.format(a=a, b=b)], capture_output=True, text=True, check=True, timeout=120).stdout
-        for a, b in (("toolbox.tools", "toolbox.learned"), ("toolbox.learned", "toolbox.tools"))
+        for a, b in (("agentir.toolbox.tools", "agentir.toolbox.learned"), ("agentir.toolbox.learned", "agentir.toolbox.tools"))
     ]
     assert runs[0] == runs[1] and "cnn_dejpeg" in runs[0]

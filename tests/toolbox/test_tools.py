@@ -1,4 +1,4 @@
-"""Contract and quality tests for the classical restoration tools in ``toolbox.tools``."""
+"""Contract and quality tests for the classical restoration tools in ``agentir.toolbox.tools``."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-import toolbox.tools
-from toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, run_on_rgb, tools_for
-from toolbox.degrade import apply_params, bicubic_resize
-from toolbox.tools._common import estimate_noise_sigma
-from toolbox.tools.brighten import classify_darkening
-from toolbox.tools.deblur import estimate_defocus, estimate_motion
-from toolbox.tools.jpeg import estimate_jpeg_quality
-from toolbox.vocab import DEGRADATIONS
+import agentir.toolbox.tools
+from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool, ToolError, run_on_rgb, tools_for
+from agentir.toolbox.degrade import apply_params, bicubic_resize
+from agentir.toolbox.tools._common import estimate_noise_sigma
+from agentir.toolbox.tools.brighten import classify_darkening
+from agentir.toolbox.tools.deblur import estimate_defocus, estimate_motion
+from agentir.toolbox.tools.jpeg import estimate_jpeg_quality
+from agentir.toolbox.vocab import DEGRADATIONS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "clean"
-NAMES = list(toolbox.tools.CLASSICAL_TOOLS)
+NAMES = list(agentir.toolbox.tools.CLASSICAL_TOOLS)
 
 
 def _procedural(h: int = 128, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -268,7 +268,7 @@ def test_defocus_deblur_leaves_a_sharp_photo_nearly_unchanged():
 
 def test_deconvolution_regularises_noisy_inputs_more():
     """The Wiener regularisation grows with the estimated noise, and is the base value on a clean image."""
-    from toolbox.tools.deblur import noise_aware_reg
+    from agentir.toolbox.tools.deblur import noise_aware_reg
 
     img = _photo("coffee").astype(np.float32) / 255.0
     noisy = img + np.random.default_rng(0).standard_normal(img.shape).astype(np.float32) * (20 / 255)

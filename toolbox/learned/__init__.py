@@ -1,17 +1,17 @@
 """Learned restoration tools: compact CNNs trained on this project's degradation recipe.
 
-Importing this package (``import toolbox.tools`` does, after the classical tools) registers
+Importing this package (``import agentir.toolbox.tools`` does, after the classical tools) registers
 the learned tools of :data:`LEARNED_SPECS` with ``ToolInfo(kind="learned")``; the network is
 built and its weights (``toolbox/weights/NAME.safetensors``, :func:`weights_path`) loaded lazily
 on the first ``TOOLS.get(name)``. Weights are read with ``safetensors`` only (no pickle); the
 file's metadata names the architecture, the training recipe, seed, steps and held-out PSNR.
-Retrain any of them with ``agentir train tool NAME`` (:mod:`toolbox.learned.train`).
+Retrain any of them with ``agentir train tool NAME`` (:mod:`agentir.toolbox.learned.train`).
 
 A tool whose weights are *shipped* is always registered: when its file is missing or corrupt
 (truncated, another architecture, trained for another tool) building it raises
-:class:`~toolbox.base.ToolError` naming the file and the command that rebuilds it, the log says
+:class:`~agentir.toolbox.base.ToolError` naming the file and the command that rebuilds it, the log says
 so once (``tool.unavailable``), and ``agentir tools`` lists it as unavailable with that reason
-(:func:`toolbox.base.unavailable_reason`). A tool whose weights are *optional* (trainable, not
+(:func:`agentir.toolbox.base.unavailable_reason`). A tool whose weights are *optional* (trainable, not
 shipped) is registered only once its file exists.
 
 =====================  ================  =====  ================================================
@@ -27,7 +27,7 @@ tool                   degradation       scale  trained on
 =====================  ================  =====  ================================================
 
 ``allinone`` is tagged ``manual`` (and ``allinone``): the agent does not choose it by default.
-``fusion_denoise`` (:mod:`toolbox.learned.fusion`) blends a self-ensemble of ``cnn_denoise``
+``fusion_denoise`` (:mod:`agentir.toolbox.learned.fusion`) blends a self-ensemble of ``cnn_denoise``
 with ``dct_denoise``; it has no weights of its own and is unavailable when ``cnn_denoise`` is.
 """
 
@@ -41,21 +41,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from toolbox.base import ToolError, ToolSpec, check_batch, register_spec
-from toolbox.learned.fusion import FUSION_WEIGHT
+from agentir.toolbox.base import ToolError, ToolSpec, check_batch, register_spec
+from agentir.toolbox.learned.fusion import FUSION_WEIGHT
 
 __all__ = ["LEARNED_SPECS", "LEARNED_TOOLS", "MIN_SIZE", "WEIGHTS_DIR", "LearnedTool", "learned_tool", "load_network", "weights_path"]
 
 #: Folder of the learned tools' weights (``NAME.safetensors``); read at each use, so tests can
-#: point it elsewhere with ``monkeypatch.setattr(toolbox.learned, "WEIGHTS_DIR", tmp)``.
+#: point it elsewhere with ``monkeypatch.setattr(agentir.toolbox.learned, "WEIGHTS_DIR", tmp)``.
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Smallest side (pixels of the input) a learned tool accepts.
 MIN_SIZE = 8
 
-_NET = "toolbox.learned:learned_tool"
+_NET = "agentir.toolbox.learned:learned_tool"
 
 #: One declaration per learned tool, in registration order (after the classical tools); each
-#: ``weights="..."`` tool has a training recipe of the same name in :data:`toolbox.learned.data.RECIPES`.
+#: ``weights="..."`` tool has a training recipe of the same name in :data:`agentir.toolbox.learned.data.RECIPES`.
 LEARNED_SPECS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="cnn_denoise",
@@ -128,7 +128,7 @@ LEARNED_SPECS: tuple[ToolSpec, ...] = (
         name="fusion_denoise",
         degradation="noise",
         kind="learned",
-        factory="toolbox.learned.fusion:FusionDenoise",
+        factory="agentir.toolbox.learned.fusion:FusionDenoise",
         requires=("cnn_denoise", "dct_denoise"),
         tags=("ensemble", "strong", "slow"),
         description=f"{FUSION_WEIGHT:g} x cnn_denoise self-ensembled over 8 flips/turns + {1 - FUSION_WEIGHT:g} x dct_denoise (slow, strongest)",
@@ -160,8 +160,8 @@ def load_network(name: str, path: Path, *, scale: int | None = None) -> tuple[to
     """
     from safetensors import safe_open
 
-    from toolbox.learned.data import RECIPES
-    from toolbox.learned.nets import build
+    from agentir.toolbox.learned.data import RECIPES
+    from agentir.toolbox.learned.nets import build
 
     path = Path(path)
     hint = _retrain_hint(name)
@@ -204,7 +204,7 @@ def load_network(name: str, path: Path, *, scale: int | None = None) -> tuple[to
 
 
 class LearnedTool:
-    """A trained network behind the :class:`~toolbox.base.Tool` contract.
+    """A trained network behind the :class:`~agentir.toolbox.base.Tool` contract.
 
     ``N x 3 x H x W`` float in ``[0, 1]`` in, the same (``4H x 4W`` for scale 4) out; any size
     of at least :data:`MIN_SIZE` pixels (reflect-padded to what the network needs and cropped
@@ -262,7 +262,7 @@ def learned_tool(name: str) -> LearnedTool:
 
 
 def _weights_check(spec: ToolSpec) -> Callable[[], str | None]:
-    """A check (for :func:`toolbox.base.unavailable_reason`) that loads and verifies the weights on the CPU."""
+    """A check (for :func:`agentir.toolbox.base.unavailable_reason`) that loads and verifies the weights on the CPU."""
 
     def check() -> str | None:
         try:

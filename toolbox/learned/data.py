@@ -6,7 +6,7 @@ is held out for evaluation and never trained on (:func:`split_images`).
 
 :class:`PatchPool` keeps a pool of (clean, degraded) crops in memory. Each crop is a whole
 ``crop x crop`` window of a clean image (offsets aligned to 8, so a JPEG grid stays aligned to
-the patches) degraded as one image with :func:`toolbox.degrade.degrade_chain` at a random
+the patches) degraded as one image with :func:`agentir.toolbox.degrade.degrade_chain` at a random
 severity level (or the test-set ranges), so blur borders, JPEG blocks and Poisson statistics
 are those of real degraded images. Batches are random patches of the pool (aligned, randomly
 flipped / rotated); every ``refresh_every`` batches ``refresh`` crops are replaced by new ones.
@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 import torch
 
-from toolbox.base import ToolSpec
-from toolbox.degrade import crop_to_multiple, degrade_chain
-from toolbox.splits import split_images
+from agentir.toolbox.base import ToolSpec
+from agentir.toolbox.degrade import crop_to_multiple, degrade_chain
+from agentir.toolbox.splits import split_images
 
 __all__ = ["LEVELS", "MIX_DEGRADATIONS", "RECIPES", "PatchPool", "Recipe", "load_rgb", "split_images", "synthesise"]
 
@@ -41,7 +41,7 @@ class Recipe:
     """How one learned tool is trained (data, network, default optimisation).
 
     What the tool is registered as (degradation, scale, description) is declared once, in its
-    :class:`~toolbox.base.ToolSpec` of :data:`toolbox.learned.LEARNED_SPECS`; the recipe reads
+    :class:`~agentir.toolbox.base.ToolSpec` of :data:`agentir.toolbox.learned.LEARNED_SPECS`; the recipe reads
     degradation and scale from there.
     """
 
@@ -102,12 +102,12 @@ RECIPES: dict[str, Recipe] = {
 
 
 def _spec(name: str) -> ToolSpec:
-    from toolbox.learned import LEARNED_SPECS
+    from agentir.toolbox.learned import LEARNED_SPECS
 
     for spec in LEARNED_SPECS:
         if spec.name == name:
             return spec
-    raise KeyError(f"learned tool {name!r} has a recipe but no declaration in toolbox.learned.LEARNED_SPECS")
+    raise KeyError(f"learned tool {name!r} has a recipe but no declaration in agentir.toolbox.learned.LEARNED_SPECS")
 
 
 def load_rgb(path: Path) -> np.ndarray:

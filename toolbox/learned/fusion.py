@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from toolbox.base import ToolError, check_batch
+from agentir.toolbox.base import ToolError, check_batch
 
 __all__ = ["FUSION_WEIGHT", "FusionDenoise", "self_ensemble"]
 
@@ -31,7 +31,7 @@ FUSION_WEIGHT = 0.7
 def self_ensemble(tool, batch: torch.Tensor) -> torch.Tensor:
     """Mean of ``tool`` over the eight flips / quarter turns of ``batch`` (each turned back).
 
-    ``tool`` must be a scale-1 :class:`~toolbox.base.Tool` that accepts any ``H x W``.
+    ``tool`` must be a scale-1 :class:`~agentir.toolbox.base.Tool` that accepts any ``H x W``.
     """
     out = torch.zeros_like(batch)
     for k in range(4):
@@ -49,8 +49,8 @@ def self_ensemble(tool, batch: torch.Tensor) -> torch.Tensor:
 class FusionDenoise:
     """``FUSION_WEIGHT x self-ensembled cnn_denoise + (1 - FUSION_WEIGHT) x dct_denoise``.
 
-    Follows the :class:`~toolbox.base.Tool` contract: ``N x 3 x H x W`` float in ``[0, 1]`` in
-    and out, deterministic, never in place; raises :class:`~toolbox.base.ToolError` for what its
+    Follows the :class:`~agentir.toolbox.base.Tool` contract: ``N x 3 x H x W`` float in ``[0, 1]`` in
+    and out, deterministic, never in place; raises :class:`~agentir.toolbox.base.ToolError` for what its
     parts refuse (for example an image under 8 x 8 pixels).
     """
 
@@ -58,7 +58,7 @@ class FusionDenoise:
     scale = 1
 
     def __init__(self, name: str = "fusion_denoise", *, weight: float = FUSION_WEIGHT) -> None:
-        from toolbox.base import TOOLS
+        from agentir.toolbox.base import TOOLS
 
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"fusion weight must be in [0, 1], got {weight}")

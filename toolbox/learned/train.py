@@ -1,7 +1,7 @@
 """Training loop of the learned tools (``agentir train tool NAME``).
 
 Adam with a short linear warm-up and a cosine learning-rate decay to 1 % of the peak, L1 loss,
-batches from :class:`toolbox.learned.data.PatchPool` (fit split only). Seeded and deterministic
+batches from :class:`agentir.toolbox.learned.data.PatchPool` (fit split only). Seeded and deterministic
 on CPU for a given thread count: ``torch.manual_seed(seed)`` for the initial weights and one
 ``numpy.random.Generator(seed)`` for every data draw. Resumable: every ``--ckpt-every`` steps
 the model, optimiser, step, both random states and the data pool go to
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolbox.learned import WEIGHTS_DIR, weights_path
-from toolbox.learned.data import RECIPES, PatchPool, Recipe, load_rgb, split_images
-from toolbox.learned.nets import build, count_params
+from agentir.toolbox.learned import WEIGHTS_DIR, weights_path
+from agentir.toolbox.learned.data import RECIPES, PatchPool, Recipe, load_rgb, split_images
+from agentir.toolbox.learned.nets import build, count_params
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_OUT", "WEIGHTS_DIR", "build_parser", "evaluate", "main", "train"]
 
@@ -73,7 +73,7 @@ def run_net(net: torch.nn.Module, x: torch.Tensor, scale: int, multiple: int) ->
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from toolbox.metrics import psnr
+    from agentir.toolbox.metrics import psnr
 
     return psnr(a, b)
 
@@ -84,8 +84,8 @@ def evaluate(net: torch.nn.Module, recipe: Recipe, images: list[np.ndarray], *, 
     For super-resolution ``input`` is MATLAB bicubic x4 of the low-resolution image (the metric's
     own baseline). Degradations are drawn from a fixed seed, independent of the training seed.
     """
-    from toolbox.degrade import apply_params
-    from toolbox.metrics import score
+    from agentir.toolbox.degrade import apply_params
+    from agentir.toolbox.metrics import score
 
     multiple = getattr(net, "multiple", 1)
     conditions: list[tuple[str, dict[str, Any] | None]] = [(lv, None) for lv in levels]
@@ -97,7 +97,7 @@ def evaluate(net: torch.nn.Module, recipe: Recipe, images: list[np.ndarray], *, 
         for i, clean in enumerate(images):
             rng = np.random.default_rng([EVAL_SEED, ci, i])
             if params is None:
-                from toolbox.degrade import degrade_chain
+                from agentir.toolbox.degrade import degrade_chain
 
                 if recipe.mixed:
                     k = int(rng.integers(1, 4))
@@ -151,7 +151,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train tool ``name`` (a key of :data:`~toolbox.learned.data.RECIPES`); returns the report.
+    """Train tool ``name`` (a key of :data:`~agentir.toolbox.learned.data.RECIPES`); returns the report.
 
     Args:
         eval_images: how many held-out images to evaluate on (0 = all of them).

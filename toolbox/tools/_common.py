@@ -2,7 +2,7 @@
 noise estimation, guided filtering, FFT deconvolution and the benchmark's blur kernels.
 
 Every tool here works on one ``H x W x 3`` float32 image in ``[0, 1]`` at a time; the base
-class turns the batch contract of :mod:`toolbox.base` into per-image calls.
+class turns the batch contract of :mod:`agentir.toolbox.base` into per-image calls.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolbox.base import ToolError, check_batch
+from agentir.toolbox.base import ToolError, check_batch
 
 __all__ = [
     "NumpyTool",

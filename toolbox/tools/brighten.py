@@ -6,7 +6,7 @@ three keep hue and saturation, so a new ``V`` is applied by scaling RGB with ``V
 :class:`HSVBrighten` tells the three apart from the statistics of ``V`` and inverts the one it
 finds; the other tools are simpler, model-free alternatives.
 
-Each tool also splits into ``estimate`` / ``apply`` (:mod:`toolbox.held`): a video stream holds
+Each tool also splits into ``estimate`` / ``apply`` (:mod:`agentir.toolbox.held`): a video stream holds
 the exposure it estimated for a scene instead of re-estimating it on every frame.
 """
 
@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from kernels import rgb_to_value
-from toolbox.tools._common import NumpyTool
+from agentir.kernels import rgb_to_value
+from agentir.toolbox.tools._common import NumpyTool
 
 #: High percentile of V that a well-exposed image reaches (CBSD68: median 255, quartile 240).
 _TARGET_HI = 0.97
@@ -49,7 +49,7 @@ def _apply_value(img: np.ndarray, v_old: np.ndarray, v_new: np.ndarray) -> np.nd
 def _apply_value_u8(rgb: np.ndarray, v_new_table: np.ndarray) -> np.ndarray:
     """:func:`_apply_value` on a uint8 image through a 256-entry table of ``V_new(V)``.
 
-    The fast path for held parameters (:mod:`toolbox.held`): with uint8 input, V takes only 256
+    The fast path for held parameters (:mod:`agentir.toolbox.held`): with uint8 input, V takes only 256
     values, so the new value and the RGB scale factor are looked up instead of computed per
     pixel. Same maths as :func:`_apply_value` on ``rgb / 255``; returns uint8 (rounded).
     """
@@ -68,7 +68,7 @@ def _apply_value_u8(rgb: np.ndarray, v_new_table: np.ndarray) -> np.ndarray:
 def _apply_value_torch(batch: torch.Tensor, v_new_table: np.ndarray) -> torch.Tensor:
     """:func:`_apply_value` on a float ``N x 3 x H x W`` batch on any device (the device path).
 
-    ``V`` comes from :func:`kernels.rgb_to_value` (Triton on CUDA); the new value is looked up in
+    ``V`` comes from :func:`agentir.kernels.rgb_to_value` (Triton on CUDA); the new value is looked up in
     a 256-entry table of ``V_new(V)`` at ``round(255 V)``: exact for frames that came from uint8,
     within half a grey level of V otherwise.
     """
@@ -150,7 +150,7 @@ class HSVBrighten(NumpyTool):
 
     def estimate(self, img: np.ndarray) -> dict[str, float | str]:
         """``variant`` and ``param`` of :func:`classify_darkening`, and ``gamma2``: the exponent of
-        the second (gamma) step, 1.0 when it does not run (see :mod:`toolbox.held`)."""
+        the second (gamma) step, 1.0 when it does not run (see :mod:`agentir.toolbox.held`)."""
         variant, param = classify_darkening(img)
         gamma2 = 1.0
         if variant != "gamma":

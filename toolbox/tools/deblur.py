@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from toolbox.tools._common import NumpyTool, defocus_kernel, estimate_noise_sigma, motion_kernel, pad_taper, psf2otf, wiener_deconv
+from agentir.toolbox.tools._common import NumpyTool, defocus_kernel, estimate_noise_sigma, motion_kernel, pad_taper, psf2otf, wiener_deconv
 
 #: The recipe's (radius, sigma) pairs, levels low .. very_high.
 MOTION_CANDIDATES: tuple[tuple[int, float], ...] = ((5, 2.0), (10, 3.0), (15, 5.0), (15, 8.0))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from toolbox.tools._common import NumpyTool, guided_filter
+from agentir.toolbox.tools._common import NumpyTool, guided_filter
 
 
 def dark_channel(img: np.ndarray, patch: int) -> np.ndarray:

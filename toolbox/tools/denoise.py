@@ -1,7 +1,7 @@
 """Denoising tools (subtask ``denoising``): non-local means and sliding-window DCT thresholding.
 
 Both estimate the noise level themselves (:func:`estimate_noise_sigma`), so a clean image is
-left almost untouched; ``estimate`` / ``apply`` split that from the filtering (:mod:`toolbox.held`). The benchmark's noise is Gaussian colour noise (sigma 20-50 / 255) or
+left almost untouched; ``estimate`` / ``apply`` split that from the filtering (:mod:`agentir.toolbox.held`). The benchmark's noise is Gaussian colour noise (sigma 20-50 / 255) or
 scaled Poisson noise.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolbox.tools._common import NumpyTool, dct_threshold, estimate_noise_sigma, from_opponent, to_opponent
+from agentir.toolbox.tools._common import NumpyTool, dct_threshold, estimate_noise_sigma, from_opponent, to_opponent
 
 
 class DCTDenoise(NumpyTool):

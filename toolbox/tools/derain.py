@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from toolbox.tools._common import NumpyTool
+from agentir.toolbox.tools._common import NumpyTool
 
 
 def line_element(length: int, angle_deg: float) -> np.ndarray:

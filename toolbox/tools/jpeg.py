@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from toolbox.tools._common import NumpyTool, dct_threshold, from_opponent, to_opponent
+from agentir.toolbox.tools._common import NumpyTool, dct_threshold, from_opponent, to_opponent
 
 # libjpeg's standard luminance table (Annex K), row-major.
 _QLUM = np.array(

@@ -2,11 +2,11 @@
 
 Usage::
 
-    python -m toolbox.tools.measure --clean ../shared/data/clean/CBSD68 --n 10
+    python -m agentir.toolbox.tools.measure --clean ../shared/data/clean/CBSD68 --n 10
 
 For each degradation, at levels medium / high / very_high and with the test-set parameters
 (``test``), the first ``--n`` images (sorted, cropped to multiples of 4) are degraded with
-``toolbox.degrade.degrade`` and every tool registered for that degradation is run on them.
+``agentir.toolbox.degrade.degrade`` and every tool registered for that degradation is run on them.
 The table shows the mean PSNR gain in dB over the degraded input (for ``low_resolution``: over
 bicubic x4 upscaling, as the benchmark scores it) and the mean seconds per image. Runs on one
 thread so that timings compare across tools.
@@ -34,7 +34,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def load_images(folder: Path, n: int) -> list[np.ndarray]:
     """The first ``n`` PNG/JPEG images of ``folder`` (sorted) as RGB uint8, cropped to multiples of 4."""
-    from toolbox.degrade import crop_to_multiple
+    from agentir.toolbox.degrade import crop_to_multiple
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
     if not files:
@@ -50,9 +50,9 @@ def load_images(folder: Path, n: int) -> list[np.ndarray]:
 
 def measure(images: list[np.ndarray], degradations: list[str], levels: list[str], seed: int = 0) -> list[dict]:
     """Return one row per (degradation, level, tool): mean gain (dB), mean seconds, base PSNR."""
-    import toolbox.tools  # noqa: F401 - registers the tools
-    from toolbox.base import TOOLS, tools_for
-    from toolbox.degrade import bicubic_resize, degrade
+    import agentir.toolbox.tools  # noqa: F401 - registers the tools
+    from agentir.toolbox.base import TOOLS, tools_for
+    from agentir.toolbox.degrade import bicubic_resize, degrade
 
     rows = []
     for deg in degradations:
@@ -111,7 +111,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints the gain table (and the degraded-input PSNR per level)."""
-    from toolbox.vocab import DEGRADATIONS
+    from agentir.toolbox.vocab import DEGRADATIONS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clean", type=Path, required=True, help="folder of clean images (e.g. CBSD68)")

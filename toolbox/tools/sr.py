@@ -4,7 +4,7 @@ The benchmark makes low-resolution images with MATLAB-style antialiased bicubic 
 and scores un-super-resolved outputs by bicubic x4 upscaling, so a tool is only worth running
 if it beats plain bicubic. :class:`BackProjectionSR` does (+0.5 dB on CBSD68), by iterative
 back-projection against that exact downscaling operator (the same MATLAB ``imresize`` matrices
-as ``toolbox.degrade``).
+as ``agentir.toolbox.degrade``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from toolbox.tools._common import NumpyTool
+from agentir.toolbox.tools._common import NumpyTool
 
 _SCALE = 4
 

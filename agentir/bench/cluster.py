@@ -125,7 +125,15 @@ def _start_workers(url: str, n: int, folder: Path) -> list[subprocess.Popen[byte
             "--ready-file",
             str(ready),
         ]
-        procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"),
+            )
+        )
         log.close()
         readies.append(ready)
     deadline = time.monotonic() + 120

@@ -9,7 +9,12 @@ or, when the image has more than ``tile_threshold`` pixels (or one unit of it wo
 ``max_batch_bytes``), fixed-size tiles of ``tile`` x ``tile`` pixels overlapping by ``overlap``
 (:func:`agentir.kernels.extract_tiles`). Tools whose :class:`~agentir.toolbox.base.ToolInfo` carries the tag
 ``"global"`` (they use whole-image statistics: a tile would see different ones) and tools with
-no registered info are never tiled. Super-resolution tools (scale 4) are tiled like the rest:
+no registered info are never tiled, with one exception: a whole-image tool that splits its work
+into ``estimate(img) -> params`` and ``apply(img, params)`` (:mod:`agentir.toolbox.held`) and says
+how its estimate may be sampled (``estimate_sample``: ``"crop"``, a centre crop on the 8x8 grid,
+or ``"stride"``, every k-th pixel) has its parameters estimated once on at most
+:data:`ESTIMATE_PIXELS` pixels of a large image and is then applied tile by tile with them, so
+its memory no longer grows with the image (JPEG removal, the pointwise brighteners). Super-resolution tools (scale 4) are tiled like the rest:
 their output tiles lie at 4x the positions, 4x the size, and are blended with a 4x overlap.
 
 Batching. Units for one tool wait up to ``batch_window`` seconds (or until ``max_batch`` are
@@ -57,10 +62,35 @@ from anyio.abc import TaskGroup
 
 from agentir.kernels import blend_tiles, extract_tiles, to_float_nchw, to_uint8_nhwc
 from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool
+from agentir.toolbox.held import estimate_params, has_params
 
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
+
+#: Most pixels a whole-image tool's parameters are estimated on before it is applied in tiles.
+ESTIMATE_PIXELS = 2048 * 2048
+#: The ways a tool may let its estimate be sampled (its ``estimate_sample`` attribute).
+ESTIMATE_SAMPLES = ("crop", "stride")
+
+
+def estimate_sample(image: np.ndarray, how: str, max_pixels: int = ESTIMATE_PIXELS) -> np.ndarray:
+    """At most ``max_pixels`` of ``image`` for a parameter estimate: ``"crop"``, the centre crop
+    (origin and size on the 8x8 JPEG grid), or ``"stride"``, every k-th row and column (the
+    image's value distribution, without averaging pixels together)."""
+    h, w = image.shape[:2]
+    if h * w <= max_pixels:
+        return image
+    if how == "crop":
+        side = max(8, int(max_pixels**0.5) // 8 * 8)
+        ch, cw = min(h, side) // 8 * 8 or h, min(w, side) // 8 * 8 or w
+        top, left = (h - ch) // 2 // 8 * 8, (w - cw) // 2 // 8 * 8
+        return image[top : top + ch, left : left + cw]
+    if how == "stride":
+        k = int(np.ceil((h * w / max_pixels) ** 0.5))
+        return image[::k, ::k]
+    raise ValueError(f"unknown estimate sample {how!r}; use one of {', '.join(ESTIMATE_SAMPLES)}")
+
 
 #: Seconds a tool's first queued unit waits for others (the product's default; benchmarks use it too).
 DEFAULT_BATCH_WINDOW = 0.004
@@ -198,6 +228,8 @@ class _Request:
     overlap: int = 0
     tile_out: list[torch.Tensor | None] = field(default_factory=list)
     pending: int = 1
+    # Parameters a whole-image tool estimated once, applied to each tile (None: the tool's own call).
+    params: dict[str, float | str] | None = None
 
     @property
     def finished(self) -> bool:
@@ -409,10 +441,11 @@ class BatchScheduler:
                 recent_batch_sizes=tuple(self._batch_sizes),
             )
 
-    def tile_plan(self, tool: str, h: int, w: int) -> tuple[int, int, int] | None:
-        """``(scale, tile, overlap)`` when ``tool`` should tile an ``h x w`` image, else None (runs whole)."""
+    def tile_plan(self, tool: str, h: int, w: int, *, held: bool = False) -> tuple[int, int, int] | None:
+        """``(scale, tile, overlap)`` when ``tool`` should tile an ``h x w`` image, else None (runs
+        whole); ``held``: the tool runs with parameters estimated once (a whole-image tool may tile)."""
         info = TOOL_INFO.get(tool)
-        if info is None or "global" in info.tags:
+        if info is None or ("global" in info.tags and not held):
             return None
         per_pixel = _FLOAT_RGB * (1 + info.scale**2)
         if h * w <= self.tile_threshold and h * w * per_pixel <= self.max_batch_bytes:
@@ -426,6 +459,17 @@ class BatchScheduler:
         return info.scale, tile, overlap
 
     # -- units -------------------------------------------------------------------------------
+    def held_tool(self, tool: str, h: int, w: int) -> Any:
+        """The tool instance when ``tool`` is a whole-image tool that runs in tiles with held
+        parameters on an ``h x w`` image (see the module docstring), else None."""
+        info = TOOL_INFO.get(tool)
+        if info is None or "global" not in info.tags or self.tile_plan(tool, h, w, held=True) is None:
+            return None
+        instance = TOOLS.get(tool)
+        if has_params(instance) and getattr(instance, "estimate_sample", None) in ESTIMATE_SAMPLES:
+            return instance
+        return None
+
     def _make_units(self, request: _Request) -> list[_Unit]:
         """Cut ``request``'s image into units (runs in a worker thread: tiling copies pixels)."""
         image = request.image
@@ -434,6 +478,11 @@ class BatchScheduler:
         scale = info.scale if info is not None else 1
         request.scale = scale
         plan = self.tile_plan(request.tool, h, w)
+        held = self.held_tool(request.tool, h, w) if plan is None else None
+        if held is not None:
+            sample = np.ascontiguousarray(estimate_sample(image, held.estimate_sample))
+            request.params = estimate_params(held, sample)
+            plan = self.tile_plan(request.tool, h, w, held=True)
         if plan is None:  # stays a (possibly read-only) array; stacking the batch copies it
             nbytes = h * w * _FLOAT_RGB * (1 + scale**2)
             if nbytes > self.max_batch_bytes:  # a "global" tool: it must see the whole image
@@ -585,6 +634,12 @@ class BatchScheduler:
         log.warning("tool.failed", tool=name, job=r.job, shape=tuple(unit.pixels.shape), tile=unit.index, error=str(exc))
 
     def _call(self, tool: Tool, units: list[_Unit]) -> None:
+        held = [u for u in units if u.request.params is not None]
+        if held:
+            self._call_held(tool, held)
+            units = [u for u in units if u.request.params is None]
+            if not units:
+                return
         t0 = time.perf_counter()
         device = tool_device(tool)
         with self._lock:
@@ -619,6 +674,26 @@ class BatchScheduler:
                 r.scale = s
         with self._lock:
             self._tiles_run += len(units) - len(whole)
+
+    def _call_held(self, tool: Any, units: list[_Unit]) -> None:
+        """Tiles of whole-image tools, each through ``tool.apply`` with its request's held parameters."""
+        t0 = time.perf_counter()
+        for u in units:
+            r = u.request
+            pixels = u.pixels.numpy() if isinstance(u.pixels, torch.Tensor) else np.asarray(u.pixels)
+            img = np.ascontiguousarray(pixels, dtype=np.float32) * np.float32(1.0 / 255.0)
+            out = np.asarray(tool.apply(img, r.params), dtype=np.float32)
+            if out.shape != img.shape or not np.isfinite(out).all():
+                raise RuntimeError(f"tool {tool.name!r} applied with held parameters gave {out.shape} (non-finite or wrong shape) for {img.shape}")
+            if r.tile_out and r.tile_out[u.index] is None:
+                r.tile_out[u.index] = torch.from_numpy(np.clip(out, 0.0, 1.0)).permute(2, 0, 1).contiguous()
+                r.pending -= 1
+            r.scale = 1
+        seconds = (time.perf_counter() - t0) / len(units)
+        for u in units:
+            u.request.seconds += seconds
+        with self._lock:
+            self._tiles_run += len(units)
 
     def _blend(self, r: _Request) -> None:
         """Blend a request's processed tiles into its output image (feathered weights)."""

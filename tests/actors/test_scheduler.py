@@ -23,6 +23,7 @@ from agentir.actors.scheduler import (
     BatchScheduler,
     BatchStats,
     ToolResult,
+    estimate_sample,
     from_batch,
     to_batch,
     tool_device,
@@ -331,6 +332,62 @@ def test_global_tools_are_never_tiled(tools):
         assert s.tile_plan("test_unregistered_tool", 1000, 1000) is None
     finally:
         unregister_tool("test_global")
+
+
+def jpeg_photo(h: int, w: int, quality: int = 20) -> np.ndarray:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", photo(h, w, seed=5)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+@pytest.mark.parametrize(("tool", "floor_db"), [("dct_dejpeg_strong", 55.0), ("hsv_brighten", 50.0), ("stretch_brighten", 50.0)])
+async def test_whole_image_tools_with_held_parameters_run_in_tiles_like_whole(tools, tool, floor_db):
+    """A whole-image tool that estimates its parameters (JPEG quality, exposure) is estimated once
+    and applied tile by tile on a large image: its output matches the whole-image call."""
+    import agentir.toolbox.tools  # noqa: F401 - registers the classical tools
+
+    image = jpeg_photo(520, 600) if "dejpeg" in tool else (photo(520, 600, seed=2) // 3).astype(np.uint8)
+    async with BatchScheduler(tile_threshold=200 * 200, tile=256, overlap=32) as s:
+        assert s.tile_plan(tool, 520, 600) is None and s.held_tool(tool, 520, 600) is not None
+        with anyio.fail_after(60):
+            result = await s.submit("big", tool, image)
+        assert result.error == "" and result.output is not None
+        assert s.stats().tiles == 9 and s.stats().tiled_requests == 1
+    ref = whole(tool, image)
+    assert np.abs(ref.astype(int) - image.astype(int)).mean() > 1  # the tool does something here
+    db = psnr(result.output.astype(float) / 255.0, ref.astype(float) / 255.0)
+    print(f"{tool}: tiled vs whole {db:.1f} dB")
+    assert db > floor_db
+
+
+def test_tools_without_held_parameters_stay_whole(tools):
+    """clahe_brighten (local by nature) and the dehazers (a filter radius tied to the image size)
+    give no held path: they run whole however large the image."""
+    import agentir.toolbox.tools  # noqa: F401
+
+    s = BatchScheduler(tile_threshold=64 * 64)
+    for tool in ("clahe_brighten", "dcp_dehaze", "streak_derain"):
+        assert s.tile_plan(tool, 1000, 1000) is None and s.held_tool(tool, 1000, 1000) is None
+    assert s.held_tool("dct_dejpeg", 60, 60) is None  # small images run whole anyway
+
+
+def test_estimate_sample_crops_on_the_jpeg_grid_and_strides_evenly():
+    img = np.arange(1000 * 1300 * 3, dtype=np.uint32).reshape(1000, 1300, 3).astype(np.uint8)
+    crop = estimate_sample(img, "crop", max_pixels=256 * 256)
+    assert crop.shape[:2] == (256, 256)
+    top = (1000 - 256) // 2 // 8 * 8
+    left = (1300 - 256) // 2 // 8 * 8
+    assert top % 8 == 0 and left % 8 == 0 and np.array_equal(crop, img[top : top + 256, left : left + 256])
+    stride = estimate_sample(img, "stride", max_pixels=256 * 256)
+    assert stride.shape[0] * stride.shape[1] <= 256 * 256
+    k = int(np.ceil((1000 * 1300 / (256 * 256)) ** 0.5))
+    assert np.array_equal(stride, img[::k, ::k])
+    assert estimate_sample(img[:100, :100], "crop", max_pixels=256 * 256).shape == (100, 100, 3)  # small: whole
+    assert estimate_sample(img[:100, :100], "stride", max_pixels=256 * 256).shape == (100, 100, 3)
+    with pytest.raises(ValueError, match="unknown estimate sample"):
+        estimate_sample(img, "median", max_pixels=256 * 256)
 
 
 def test_tool_device_falls_back_to_cpu_without_cuda():

@@ -143,6 +143,9 @@ class HSVBrighten(NumpyTool):
     """
 
     degradation = "dark"
+    #: Pointwise once estimated: a large image's exposure is estimated on every k-th pixel (the
+    #: same value distribution), then applied tile by tile.
+    estimate_sample = "stride"
 
     def __init__(self, name: str = "hsv_brighten", *, dark_mean: float = 0.33) -> None:
         self.name = name
@@ -201,6 +204,9 @@ class GammaBrighten(NumpyTool):
     """Gamma on V chosen so that the mean V reaches a well-exposed level."""
 
     degradation = "dark"
+    #: Pointwise once estimated: a large image's exposure is estimated on every k-th pixel (the
+    #: same value distribution), then applied tile by tile.
+    estimate_sample = "stride"
 
     def __init__(self, name: str = "gamma_brighten", *, target: float = _TARGET_MEAN) -> None:
         self.name = name
@@ -233,6 +239,9 @@ class StretchBrighten(NumpyTool):
     """Linear stretch of V so that its robust maximum reaches ~0.97 (undoes a linear rescale)."""
 
     degradation = "dark"
+    #: Pointwise once estimated: a large image's exposure is estimated on every k-th pixel (the
+    #: same value distribution), then applied tile by tile.
+    estimate_sample = "stride"
 
     def __init__(self, name: str = "stretch_brighten") -> None:
         self.name = name

@@ -9,6 +9,8 @@ thresholding, which removes both blocking and ringing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
 
@@ -121,9 +123,20 @@ class DCTDejpeg(NumpyTool):
         """
         return 6.6 * np.sqrt(quality_scale(quality) / 100.0) / 255.0
 
-    def process(self, img: np.ndarray) -> np.ndarray:
+    #: A large image's parameters are estimated on a centre crop (the JPEG grid and its
+    #: quantisation are the same all over the image), then applied tile by tile.
+    estimate_sample = "crop"
+
+    def estimate(self, img: np.ndarray) -> dict[str, float | str]:
+        """``quality``: the estimated JPEG quality (``fallback_quality`` when none is found)."""
         estimated, _ = estimate_jpeg_quality(img)
-        q = self.fallback_quality if estimated is None else estimated
+        return {"quality": float(self.fallback_quality if estimated is None else estimated)}
+
+    def process(self, img: np.ndarray) -> np.ndarray:
+        return self.apply(img, self.estimate(img))
+
+    def apply(self, img: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+        q = int(round(float(params["quality"])))
         sigma = self.sigma_for(q) * self.strength
         opp = to_opponent(img)
         # Chroma is subsampled and quantised with a coarser table: smooth it harder.

@@ -237,14 +237,9 @@ def _noise(p: _Prepared) -> dict[str, float]:
     s_c1 = _mad_sigma(d01) / math.sqrt(2.0)
     s_c2 = _mad_sigma(d21) / math.sqrt(2.0)
     # Immerkaer (1996): sigma = sqrt(pi/2) / 6 * mean |I * N| over homogeneous regions.
-    r = np.abs(cv2.filter2D(g, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))[1:-1, 1:-1]
-    bh, bw = r.shape[0] // 8, r.shape[1] // 8
-    if bh >= 1 and bw >= 1:
-        blocks = r[: bh * 8, : bw * 8].reshape(bh, 8, bw, 8).mean(axis=(1, 3)).ravel()
-    else:
-        blocks = np.array([r.mean()])
+    p10, p50 = _imm_block_sigma(g, (10, 50))
     k = math.sqrt(math.pi / 2.0) / 6.0
-    p10, p50 = np.percentile(blocks, [10, 50]) * k
+    bh, bw = (g.shape[0] - 2) // 8, (g.shape[1] - 2) // 8  # the chroma residual's blocks, as the luma's
     rc = np.abs(cv2.filter2D(d01, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
     rc += np.abs(cv2.filter2D(d21, -1, _IMMERKAER, borderType=cv2.BORDER_REFLECT))
     rc = rc[1:-1, 1:-1]

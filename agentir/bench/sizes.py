@@ -7,8 +7,8 @@ For each size (megapixels, 4:3) the source photo (default: the repo's ``examples
 is resized and mirrored into a 2 x 2 mosaic of that size, degraded with ``--degrade`` at
 ``--level`` (``agentir.toolbox.degrade``, a fixed seed), and restored by the default agent in a fresh
 child process, one image at a time: the wall-clock seconds (process start and model loading
-excluded: the child times the restore call itself) and the child's peak resident memory (its
-``ru_maxrss``, everything included) are reported, with the PSNR of input and output against the
+excluded: the child times the restore call itself) and the child's peak resident memory
+(``VmHWM``, model loading and everything else included) are reported, with the PSNR of input and output against the
 clean mosaic and the tools the agent ran. A child whose resident memory passes ``--kill-above``
 GB is killed and reported as such, so that a size that does not fit cannot take the machine down.
 
@@ -100,19 +100,28 @@ def _child(src: str, dst: str, tile_threshold: int) -> int:
             "perception_seconds": trace.get("perception_seconds"),
         }
 
-    print(json.dumps(anyio.run(run)), flush=True)
+    row = anyio.run(run)
+    hwm = _status_kb(os.getpid(), "VmHWM")  # this process's own peak (an exec resets it; ru_maxrss does not)
+    if hwm:
+        row["peak_rss_mb"] = round(hwm / 1024, 1)
+    print(json.dumps(row), flush=True)
     return EXIT_OK
 
 
-def _rss_bytes(pid: int) -> int:
+def _status_kb(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` field in kB (0 when unreadable)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_bytes(pid: int) -> int:
+    return _status_kb(pid, "VmRSS") * 1024
 
 
 def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> dict[str, Any]:
@@ -122,9 +131,11 @@ def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     killed = threading.Event()
     limit = kill_above * 2**30
+    peak_kb = [0]
 
     def watch() -> None:
         while proc.poll() is None:
+            peak_kb[0] = max(peak_kb[0], _status_kb(proc.pid, "VmHWM"))
             if _rss_bytes(proc.pid) > limit:
                 killed.set()
                 proc.kill()
@@ -141,15 +152,16 @@ def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> 
     ]
     for t in readers:
         t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     for t in readers:
         t.join()
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
     watcher.join(timeout=1)
-    row: dict[str, Any] = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # Linux: kilobytes
+    # The child's own peak (VmHWM, reported by it; polled here for a child that did not finish).
+    # Not ru_maxrss: a spawned child inherits the parent's high-water mark from before its exec.
+    row: dict[str, Any] = {"peak_rss_mb": round(peak_kb[0] / 1024, 1)}
     if killed.is_set():
         row.update(status="killed", error=f"resident memory passed --kill-above {kill_above:g} GB")
         return row

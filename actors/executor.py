@@ -93,6 +93,7 @@ class Executor(Actor):
         overlap: int = DEFAULT_OVERLAP,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         cpu_batch_bytes: int = DEFAULT_CPU_BATCH_BYTES,
+        memory_cap: int | None = None,
     ) -> None:
         self.worker_threads = worker_threads  # before Actor.__init__, which sizes the thread limiter
         super().__init__(bus, blobs)
@@ -106,6 +107,7 @@ class Executor(Actor):
             overlap=overlap,
             max_batch_bytes=max_batch_bytes,
             cpu_batch_bytes=cpu_batch_bytes,
+            memory_cap=memory_cap,
             run_sync=self.offload,
             spawn=self._spawn,
             on_queued=self.on_queued,

@@ -62,6 +62,7 @@ from anyio.abc import TaskGroup
 
 from agentir.kernels import blend_tiles, extract_tiles, to_float_nchw, to_uint8_nhwc
 from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool
+from agentir.toolbox.costs import bytes_per_pixel
 from agentir.toolbox.held import estimate_params, has_params
 
 log = structlog.get_logger(__name__)
@@ -90,6 +91,17 @@ def estimate_sample(image: np.ndarray, how: str, max_pixels: int = ESTIMATE_PIXE
         k = int(np.ceil((h * w / max_pixels) ** 0.5))
         return image[::k, ::k]
     raise ValueError(f"unknown estimate sample {how!r}; use one of {', '.join(ESTIMATE_SAMPLES)}")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def whole_image_bytes(tool: str, h: int, w: int, scale: int = 1) -> int:
+    """Estimated peak bytes of running ``tool`` on a whole ``h x w`` image: its measured bytes per
+    pixel (:func:`agentir.toolbox.costs.bytes_per_pixel`) plus the float input and output the
+    scheduler converts."""
+    return h * w * (bytes_per_pixel(tool) + _FLOAT_RGB * (1 + scale**2))
 
 
 #: Seconds a tool's first queued unit waits for others (the product's default; benchmarks use it too).
@@ -273,6 +285,9 @@ class BatchScheduler:
             scheduler (``async with``), which runs the loops in its own task group.
         on_queued: called on the event loop with ``(job, tool, units)`` once a request's units
             are queued (metrics, tests).
+        memory_cap: bytes a tool that must see the whole image may use on one image
+            (:func:`whole_image_bytes`); a larger one fails that tool's request with a clear
+            error (the agent tries its other tools) instead of exhausting the machine. None: no cap.
 
     Raises:
         ValueError: an option out of range.
@@ -291,7 +306,11 @@ class BatchScheduler:
         run_sync: RunSync | None = None,
         spawn: Spawn | None = None,
         on_queued: Callable[[str, str, int], None] | None = None,
+        memory_cap: int | None = None,
     ) -> None:
+        if memory_cap is not None and memory_cap < 1:
+            raise ValueError(f"memory_cap must be a positive number of bytes, got {memory_cap}")
+        self.memory_cap = memory_cap
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if batch_window < 0:
@@ -484,6 +503,13 @@ class BatchScheduler:
             request.params = estimate_params(held, sample)
             plan = self.tile_plan(request.tool, h, w, held=True)
         if plan is None:  # stays a (possibly read-only) array; stacking the batch copies it
+            if self.memory_cap is not None and info is not None and "global" in info.tags:
+                need = whole_image_bytes(request.tool, h, w, scale)
+                if need > self.memory_cap:
+                    raise MemoryError(
+                        f"tool {request.tool} must see the whole {w}x{h} image and would need about {_size(need)}, "
+                        f"over the memory cap of {_size(self.memory_cap)}; raise the cap (agentir restore --memory-cap GB) or downscale the image"
+                    )
             nbytes = h * w * _FLOAT_RGB * (1 + scale**2)
             if nbytes > self.max_batch_bytes:  # a "global" tool: it must see the whole image
                 log.warning("executor.over_cap_untiled", tool=request.tool, shape=image.shape, bytes=nbytes, cap=self.max_batch_bytes)

@@ -209,7 +209,15 @@ async def _restore_all(args: argparse.Namespace) -> int:
             finally:
                 bar.update(1)
 
-    async with Restorer(policy=args.policy, options=options, settings=args.settings, max_inflight=max(1, args.jobs), plugins=args.plugins) as restorer:
+    executor_options = {"memory_cap": int(args.memory_cap * 2**30)} if args.memory_cap else None
+    async with Restorer(
+        policy=args.policy,
+        options=options,
+        settings=args.settings,
+        max_inflight=max(1, args.jobs),
+        plugins=args.plugins,
+        executor_options=executor_options,
+    ) as restorer:
         limiter = anyio.Semaphore(max(1, args.jobs))
         async with anyio.create_task_group() as tg:
             for path, rel in items:
@@ -357,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S_PER_MP",
         help="skip tools measured slower than this many seconds per megapixel (`agentir tools` lists them), "
         "e.g. 5 leaves out fusion_denoise and rl_motion_deblur; a subtask keeps at least its cheapest tool",
+    )
+    p.add_argument(
+        "--memory-cap",
+        type=_positive_float,
+        default=None,
+        metavar="GB",
+        help="most memory a tool that must see the whole image may use on one image; over it that tool is "
+        "skipped with a clear error and the agent tries another (default: no cap; tiled tools stay within a few hundred MB)",
     )
     p.add_argument("--no-rollback", action="store_true", help="ablation: never roll back a failed subtask")
     p.add_argument("--no-reflection", action="store_true", help="ablation: take each first tool output unjudged")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["COSTS_FILE", "FORMAT", "affordable", "costs_document", "load_costs", "tool_cost"]
+__all__ = ["COSTS_FILE", "FORMAT", "MEMORY_FILE", "UNMEASURED_BYTES_PER_PIXEL", "affordable", "bytes_per_pixel", "costs_document", "load_costs", "tool_cost"]
 
 FORMAT = "agentir-tool-costs"
 COSTS_FILE = Path(__file__).with_name("tool_costs.json")
@@ -70,3 +70,24 @@ def affordable(tools: list[str], max_cost: float | None) -> list[str]:
     if kept or not tools:
         return kept
     return [min(tools, key=lambda t: tool_cost(t) or 0.0)]
+
+
+#: Measured peak bytes per pixel of the tools that must see the whole image
+#: (``python scripts/measure_tool_memory.py``); the Executor's memory cap reads it.
+MEMORY_FILE = Path(__file__).with_name("tool_memory.json")
+#: Bytes per pixel assumed for a whole-image tool with no measurement (a plug-in, a new tool).
+UNMEASURED_BYTES_PER_PIXEL = 256
+
+
+@functools.cache
+def _memory_table() -> dict[str, int]:
+    try:
+        table = json.loads(MEMORY_FILE.read_text(encoding="utf-8"))["bytes_per_pixel"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(k): int(v) for k, v in table.items()}
+
+
+def bytes_per_pixel(tool: str) -> int:
+    """Peak bytes per pixel ``tool`` needs on a whole image (measured, else :data:`UNMEASURED_BYTES_PER_PIXEL`)."""
+    return _memory_table().get(tool, UNMEASURED_BYTES_PER_PIXEL)

@@ -373,6 +373,30 @@ def test_tools_without_held_parameters_stay_whole(tools):
     assert s.held_tool("dct_dejpeg", 60, 60) is None  # small images run whole anyway
 
 
+async def test_a_whole_image_tool_over_the_memory_cap_fails_clearly_and_tiled_tools_run(tools):
+    """With a memory cap, a tool that must see the whole image and would need more than the cap
+    fails its request with a message naming the tool, the need and how to raise the cap; a tiled
+    tool on the same image and a small image for the same tool still run."""
+    import agentir.toolbox.tools  # noqa: F401
+    from agentir.actors.scheduler import whole_image_bytes
+    from agentir.toolbox.costs import bytes_per_pixel
+
+    big = photo(600, 800, seed=4)
+    need = whole_image_bytes("dcp_dehaze", 600, 800)
+    assert need == 600 * 800 * (bytes_per_pixel("dcp_dehaze") + 24) and bytes_per_pixel("dcp_dehaze") < bytes_per_pixel("no_such_tool")
+    async with BatchScheduler(memory_cap=need // 2) as s:
+        with anyio.fail_after(60):
+            refused = await s.submit("j", "dcp_dehaze", big)
+            small = await s.submit("j", "dcp_dehaze", photo(100, 120))
+            tiled = await s.submit("j", "dct_denoise", big)
+    assert refused.output is None and "dcp_dehaze must see the whole 800x600 image" in refused.error
+    assert "over the memory cap" in refused.error and "--memory-cap" in refused.error
+    assert small.error == "" and small.output is not None
+    assert tiled.error == "" and tiled.output is not None
+    with pytest.raises(ValueError, match="memory_cap"):
+        BatchScheduler(memory_cap=0)
+
+
 def test_estimate_sample_crops_on_the_jpeg_grid_and_strides_evenly():
     img = np.arange(1000 * 1300 * 3, dtype=np.uint32).reshape(1000, 1300, 3).astype(np.uint8)
     crop = estimate_sample(img, "crop", max_pixels=256 * 256)

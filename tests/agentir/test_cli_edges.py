@@ -235,3 +235,22 @@ def test_embedded_restorer_never_logs_on_stdout_unless_the_embedder_says_so(tmp_
         assert "event='job.perceived'" in proc.stdout  # their renderer, their stream
     else:
         assert proc.stdout == "" and "LOGGING event='job.perceived'" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- memory cap
+
+
+def test_memory_cap_skips_whole_image_tools_that_would_pass_it(tmp_path: Path, in_process: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--memory-cap` reaches the Executor: on the JPEG example a 1 MB cap refuses the whole-image
+    DCT deblocker (the trace says why) and the agent goes on with a tool that fits."""
+    out = tmp_path / "out"
+    src = ROOT / "examples" / "degraded" / "astronaut.png"
+    assert cli.main(["restore", str(src), "-o", str(out), "--memory-cap", "0.001"]) == cli.EXIT_OK
+    trace = json.loads((out / "astronaut.trace.json").read_text())
+    refused = [s for s in trace["steps"] if "over the memory cap" in s.get("error", "")]
+    assert refused and all(s["tool"].startswith("dct_dejpeg") for s in refused), trace["steps"]
+    assert "jpeg" in trace["done"]  # another JPEG tool did the job
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["restore", str(src), "-o", str(out), "--memory-cap", "0"])
+    assert "--memory-cap" in capsys.readouterr().err

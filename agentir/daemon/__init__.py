@@ -50,6 +50,13 @@ def build_parser(prog: str = "agentir serve") -> argparse.ArgumentParser:
         metavar="S_PER_MP",
         help="jobs that do not set the max_tool_cost option skip tools measured slower than this many seconds per megapixel (`agentir tools`)",
     )
+    p.add_argument(
+        "--memory-cap",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="most memory a tool that must see the whole image may use on one image; over it that tool is skipped for another",
+    )
     p.add_argument("--port-file", default=None, metavar="FILE", help="write the bound port here once listening")
     p.add_argument(
         "--bus",
@@ -85,6 +92,7 @@ def main_serve(argv: Sequence[str] | None = None) -> int:
             port_file=args.port_file,
             freeze_experience=args.freeze_experience,
             max_tool_cost=args.max_tool_cost,
+            memory_cap_gb=args.memory_cap,
             bus=args.bus,
         )
     except (ConfigError, SettingsError) as exc:

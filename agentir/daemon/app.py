@@ -695,6 +695,7 @@ async def run_daemon(config: DaemonConfig, settings: Settings | None = None) -> 
             blobs=MemoryBlobStore(max_bytes=config.blob_bytes),
             max_inflight=config.concurrency,
             job_timeout=config.job_timeout,
+            executor_options={"memory_cap": int(config.memory_cap_gb * 2**30)} if config.memory_cap_gb else None,
         ) as restorer:
             previews = Previews(store, metrics)
             worker = Worker(

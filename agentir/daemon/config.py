@@ -18,6 +18,7 @@ Example ``agentir.toml``::
     retention_seconds = 86400  # finished jobs (and their PNGs) are deleted after this
     freeze_experience = false  # true: plan from the knowledge and DATA/experience.json, never update it
     max_tool_cost = 5.0        # optional: jobs that do not set max_tool_cost skip tools slower than 5 s/MP
+    memory_cap_gb = 4.0        # optional: a whole-image tool that would need more on an image is skipped for another
     header_timeout = 10.0      # a request's headers must arrive within this (else 408, connection closed)
     body_timeout = 120.0       # an upload's body must arrive within this (else 408, connection closed)
     bus = "redis://10.0.0.5:6379/0"  # optional: a front end of `agentir worker` processes (docs/CLUSTER.md)
@@ -71,6 +72,9 @@ class DaemonConfig:
     #: default of the job option ``max_tool_cost`` (seconds per megapixel) for jobs that do not set
     #: it: skip tools measured slower (e.g. 5 leaves out fusion_denoise and rl_motion_deblur)
     max_tool_cost: float | None = None
+    #: most memory (GB) a tool that must see the whole image may need on one image (the Executor's
+    #: ``memory_cap``; measured bytes per pixel times the pixels); over it the tool is skipped
+    memory_cap_gb: float | None = None
     perception: str = "analytic"
     blob_bytes: int = 512 << 20  #: in-memory blob store bound
     trust_client_header: bool = False  #: use X-Client-Id (behind a trusted proxy) instead of the peer address
@@ -99,6 +103,10 @@ class DaemonConfig:
             isinstance(self.max_tool_cost, bool) or not isinstance(self.max_tool_cost, (int, float)) or self.max_tool_cost <= 0
         ):
             raise ConfigError(f"setting 'max_tool_cost' must be a positive number of seconds per megapixel, got {self.max_tool_cost!r}")
+        if self.memory_cap_gb is not None and (
+            isinstance(self.memory_cap_gb, bool) or not isinstance(self.memory_cap_gb, (int, float)) or self.memory_cap_gb <= 0
+        ):
+            raise ConfigError(f"setting 'memory_cap_gb' must be a positive number of gigabytes, got {self.memory_cap_gb!r}")
         if not 0 <= int(self.port) <= 65535:
             raise ConfigError(f"setting 'port' must be 0..65535, got {self.port!r}")
         if self.min_free_bytes < 0:

@@ -162,6 +162,23 @@ async def test_the_daemons_speed_limit_applies_to_jobs_that_set_none(tmp_path, p
         DaemonConfig(max_tool_cost=0)
 
 
+async def test_the_daemons_memory_cap_reaches_its_executor(tmp_path):
+    """serve --memory-cap: the in-process Executor refuses whole-image tools over the cap (the
+    job's trace says so) and the job still finishes with a tool that fits."""
+    from pathlib import Path
+
+    png = (Path(__file__).resolve().parents[2] / "examples" / "degraded" / "astronaut.png").read_bytes()
+    async with started(tmp_path, memory_cap_gb=0.001) as (daemon, http):
+        assert daemon.restorer.executor is not None and daemon.restorer.executor.scheduler.memory_cap == int(0.001 * 2**30)
+        job = (await post(http, png))[2]["id"]
+        assert await finished(daemon, job) == "done"
+        async with http.get(f"/v1/jobs/{job}") as r:
+            steps = (await r.json())["trace"]["steps"]
+    assert any("over the memory cap" in s.get("error", "") for s in steps), steps
+    with pytest.raises(ConfigError, match="memory_cap_gb"):
+        DaemonConfig(memory_cap_gb=-1)
+
+
 def _truncated(png: bytes) -> bytes:
     return png[: len(png) // 2]
 

@@ -46,6 +46,13 @@ def build_worker_parser(prog: str = "agentir worker") -> argparse.ArgumentParser
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="images perceived / tool calls run at once per actor (default 1: one core)")
     p.add_argument("--torch-threads", type=int, default=1, metavar="N", help="torch intra-op threads (default 1; scale with worker processes)")
     p.add_argument("--perception", default="analytic", help="perception policy (default analytic; the front end's)")
+    p.add_argument(
+        "--memory-cap",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="most memory a tool that must see the whole image may use on one image; over it that tool is skipped for another",
+    )
     p.add_argument("--plugins", action="append", default=[], metavar="FILE", help="tool plug-in TOML file (repeatable; also AGENTIR_PLUGINS)")
     p.add_argument("--prefix", default="agentir", help="key prefix in Redis (default agentir; the front end's)")
     p.add_argument("--visibility-timeout", type=float, default=30.0, metavar="S", help="seconds before a silent worker's messages go to another (default 30)")
@@ -113,7 +120,17 @@ async def run_worker(args: argparse.Namespace) -> None:
     try:
         await bus.connect()
         await anyio.to_thread.run_sync(blobs.ping)
-        factories = build_actors(bus, blobs, perception=perception, policies=policies, names=names, state=RedisStateStore(bus), concurrency=args.concurrency)
+        executor_options = {"memory_cap": int(args.memory_cap * 2**30)} if args.memory_cap else None
+        factories = build_actors(
+            bus,
+            blobs,
+            perception=perception,
+            policies=policies,
+            names=names,
+            state=RedisStateStore(bus),
+            concurrency=args.concurrency,
+            executor_options=executor_options,
+        )
         supervisor = Supervisor(factories)
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
@@ -152,6 +169,8 @@ def main_worker(argv: Sequence[str] | None = None) -> int:
     for flag, value in (("--concurrency", args.concurrency), ("--torch-threads", args.torch_threads), ("--max-deliveries", args.max_deliveries)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
+    if args.memory_cap is not None and not args.memory_cap > 0:
+        parser.error(f"--memory-cap must be a positive number of gigabytes, got {args.memory_cap}")
     if not args.visibility_timeout > 0:
         parser.error(f"--visibility-timeout must be positive, got {args.visibility_timeout}")
     try:

@@ -88,3 +88,21 @@ async def test_serve_with_a_bus_is_a_front_end_of_the_workers(cluster, tmp_path)
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait(5)
+
+
+async def test_a_workers_memory_cap_refuses_whole_image_tools_over_it(cluster):
+    """`agentir worker --memory-cap GB`: the worker's Executor refuses a whole-image tool whose
+    estimate passes the cap (the job's trace says so) and the job finishes with another tool."""
+    import numpy as np
+    from PIL import Image
+
+    from agentir.pipeline import Restorer
+
+    cluster.start_workers(1, "--memory-cap", "0.001")
+    image = np.asarray(Image.open(ROOT / "examples" / "degraded" / "astronaut.png").convert("RGB"))
+    async with Restorer(bus=cluster.url, job_timeout=90) as front:
+        with anyio.fail_after(120):
+            result = await front.restore(image, options={"subtasks": ["jpeg"], "reflection": "none", "tools": {"jpeg": ["dct_dejpeg_strong", "cnn_dejpeg"]}})
+    steps = result.trace["steps"]
+    assert any(s["tool"] == "dct_dejpeg_strong" and "over the memory cap" in s.get("error", "") for s in steps), steps
+    assert result.image.shape == image.shape

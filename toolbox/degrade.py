@@ -377,7 +377,7 @@ def _apply_dark(img: np.ndarray, p: Params) -> np.ndarray:
     elif variant == "gamma":
         v = _to_uint8(np.power(v / 255.0, 1.0 / float(p["gamma"])) * 255.0)
     elif variant == "linear":
-        vmin, vmax = int(v.min()), int(v.max())
+        vmin, vmax = int(np.min(v)), int(np.max(v))
         if vmax > vmin:
             v = _to_uint8((v.astype(np.float64) - vmin) / (vmax - vmin) * int(p["max"]))
         else:  # a flat V channel has no range to rescale: cap it at the new maximum instead
@@ -457,7 +457,7 @@ def _rain_layer(h: int, w: int, p: Params) -> np.ndarray:
     streak = cv2.warpAffine(np.diag(np.ones(length)), trans, (length, length))
     streak = cv2.GaussianBlur(streak, (3, 3), 0)
     blurred = cv2.filter2D(noise, -1, streak)
-    lo, hi = float(blurred.min()), float(blurred.max())
+    lo, hi = float(np.min(blurred)), float(np.max(blurred))
     if hi <= lo:
         return np.zeros((h, w), dtype=np.uint8)
     # min-max to 0..255 then truncate, as cv2.normalize + np.array(..., dtype=uint8) does

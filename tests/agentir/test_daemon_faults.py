@@ -3,6 +3,7 @@ ends, free space below the margin, clients that trickle a request, a port alread
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import sqlite3
@@ -98,7 +99,8 @@ async def test_a_job_whose_result_and_failure_hit_a_full_disk_frees_its_slot_and
         full.clear()  # space is back
         await wait_thread_event(recorded, 10)
         assert await daemon.store.flush_pending() == 0  # queued behind the recording write: it is done
-        with sqlite3.connect(f"file:{daemon.store.db_path}?mode=ro", uri=True) as db:
+        # closing(): a Connection's own "with" ends a transaction but leaves it open (Python 3.13 warns).
+        with contextlib.closing(sqlite3.connect(f"file:{daemon.store.db_path}?mode=ro", uri=True)) as db:
             state, error = db.execute("SELECT state, error FROM jobs WHERE id=?", (job,)).fetchone()
         assert state == "failed" and error == info["error"]
         async with http.get(f"/v1/jobs/{job}") as r:

@@ -63,7 +63,7 @@ from anyio.abc import TaskGroup
 from agentir.kernels import blend_tiles, extract_tiles, to_float_nchw, to_uint8_nhwc
 from agentir.toolbox.base import TOOL_INFO, TOOLS, Tool
 from agentir.toolbox.costs import bytes_per_pixel
-from agentir.toolbox.held import estimate_params, has_params
+from agentir.toolbox.held import apply_float, estimate_params, has_params
 
 log = structlog.get_logger(__name__)
 
@@ -706,11 +706,11 @@ class BatchScheduler:
         t0 = time.perf_counter()
         for u in units:
             r = u.request
+            assert r.params is not None  # only held requests come here
             pixels = u.pixels.numpy() if isinstance(u.pixels, torch.Tensor) else np.asarray(u.pixels)
-            img = np.ascontiguousarray(pixels, dtype=np.float32) * np.float32(1.0 / 255.0)
-            out = np.asarray(tool.apply(img, r.params), dtype=np.float32)
-            if out.shape != img.shape or not np.isfinite(out).all():
-                raise RuntimeError(f"tool {tool.name!r} applied with held parameters gave {out.shape} (non-finite or wrong shape) for {img.shape}")
+            out = apply_float(tool, pixels, r.params)
+            if out.shape != pixels.shape:  # tiles blend back at scale 1
+                raise RuntimeError(f"tool {tool.name!r} applied with held parameters gave {out.shape} for a {pixels.shape} tile")
             if r.tile_out and r.tile_out[u.index] is None:
                 r.tile_out[u.index] = torch.from_numpy(np.clip(out, 0.0, 1.0)).permute(2, 0, 1).contiguous()
                 r.pending -= 1

@@ -31,7 +31,7 @@ import numpy as np
 
 from agentir.toolbox.base import ToolError
 
-__all__ = ["ParamSmoother", "ParamTool", "Params", "estimate_params", "has_params", "run_with_params"]
+__all__ = ["ParamSmoother", "ParamTool", "Params", "apply_float", "estimate_params", "has_params", "run_with_params"]
 
 #: One tool's estimated parameters.
 Params = dict[str, float | str]
@@ -98,6 +98,18 @@ def run_with_params(tool: ParamTool, rgb: np.ndarray, params: Mapping[str, float
         if u8.dtype != np.uint8 or u8.shape != rgb.shape:
             raise ToolError(tool.name, f"internal error: apply_u8 gave {u8.dtype} {u8.shape} for {rgb.shape}")
         return u8
+    out = apply_float(tool, rgb, params)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def apply_float(tool: ParamTool, rgb: np.ndarray, params: Mapping[str, float | str]) -> np.ndarray:
+    """``tool.apply`` on uint8 RGB ``rgb`` (as float32 in [0, 1]) with ``params``; the float32
+    result, unclipped (the same size, or 4x for super-resolution).
+
+    Raises:
+        ToolError: the tool failed, returned another size or non-finite values.
+        ValueError: ``rgb`` is not uint8 H x W x 3.
+    """
     img = _to_float(rgb)
     try:
         out = np.asarray(tool.apply(img, params), dtype=np.float32)
@@ -109,7 +121,7 @@ def run_with_params(tool: ParamTool, rgb: np.ndarray, params: Mapping[str, float
         raise ToolError(tool.name, f"internal shape error: {img.shape} -> {out.shape}")
     if not np.isfinite(out).all():
         raise ToolError(tool.name, "returned non-finite values")
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 class ParamSmoother:

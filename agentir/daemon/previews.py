@@ -46,7 +46,7 @@ from agentir.daemon.store import JobStore
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PREVIEW_NAME", "Previews", "preview_file", "read_index", "remove_previews"]
+__all__ = ["PREVIEW_NAME", "Previews", "jpeg_thumbnail", "preview_file", "read_index", "remove_previews"]
 
 #: File names a preview route serves (anything else is a 404; no path comes from the request).
 PREVIEW_NAME = re.compile(r"^(input|c\d{1,4})\.jpg$")
@@ -75,7 +75,8 @@ class _Work:
     entry: dict[str, Any]
 
 
-def _jpeg(array: np.ndarray, px: int, quality: int) -> tuple[bytes, int, int]:
+def jpeg_thumbnail(array: np.ndarray, px: int, quality: int) -> tuple[bytes, int, int]:
+    """``array`` (uint8 RGB) as a JPEG whose longest side is at most ``px`` (never enlarged); with its width and height."""
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
@@ -257,7 +258,7 @@ class Previews:
         array = np.asarray(self._blobs.get(work.ref))
         if array.dtype != np.uint8:
             array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        data, width, height = _jpeg(array, work.px, work.quality)
+        data, width, height = jpeg_thumbnail(array, work.px, work.quality)
         folder = self.store.previews_path(work.job)
         folder.mkdir(parents=True, exist_ok=True)
         _write_atomic(folder / work.file, data)

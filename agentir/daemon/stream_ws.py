@@ -43,6 +43,7 @@ from agentir.bus.errors import CodecError
 from agentir.bus.schema import Message
 from agentir.daemon.errors import ApiError
 from agentir.daemon.messages import WsError
+from agentir.daemon.previews import jpeg_thumbnail
 from agentir.stream.engine import Frame, StreamConfig, StreamEngine, StreamError, StreamResult
 from agentir.stream.messages import StreamEnd, StreamFrameError, StreamFrameIn, StreamResultOut, StreamStart, StreamStarted, StreamSummaryOut
 from agentir.stream.runner import LatestSlot, StreamSummary
@@ -66,7 +67,7 @@ MAX_FRAME_BYTES = 64 << 20
 MAX_FRAME_PIXELS = 40_000_000
 #: Streams open now, by id (tests, metrics and ``GET /v1/streams`` read it).
 ACTIVE: dict[str, _StreamSocket] = {}
-#: Width of the console's live preview JPEG, and how often it is refreshed (seconds).
+#: Longest side of the console's live preview JPEG, and how often it is refreshed (seconds).
 PREVIEW_WIDTH = 320
 PREVIEW_EVERY = 0.25
 
@@ -125,19 +126,9 @@ def encode_frame(image: np.ndarray, fmt: str) -> bytes:
     return buf.tobytes()
 
 
-def _preview_jpeg(image: np.ndarray) -> bytes:
-    """A small JPEG of a restored frame for the console (at most :data:`PREVIEW_WIDTH` wide)."""
-    h, w = image.shape[:2]
-    if w > PREVIEW_WIDTH:
-        image = cv2.resize(image, (PREVIEW_WIDTH, max(1, round(h * PREVIEW_WIDTH / w))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 80])
-    if not ok:
-        raise ValueError("cannot encode the preview")
-    return buf.tobytes()
-
-
 def _encode_result(image: np.ndarray, fmt: str, preview: bool) -> tuple[bytes, bytes | None]:
-    return encode_frame(image, fmt), (_preview_jpeg(image) if preview else None)
+    """The result in ``fmt`` and, when ``preview``, the console's small JPEG of it."""
+    return encode_frame(image, fmt), (jpeg_thumbnail(image, PREVIEW_WIDTH, 80)[0] if preview else None)
 
 
 class _Outbox:
@@ -232,6 +223,16 @@ class _StreamSocket:
                     self.cancel_scope.cancel()
                 return
 
+    @property
+    def dropped_in(self) -> int:
+        """Frames a realtime stream dropped on the way in (newest wins)."""
+        return self.slot.dropped if self.slot is not None else 0
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped in all: on the way in, and results a slow client did not read in time."""
+        return self.dropped_in + self.outbox.dropped
+
     def status(self) -> dict[str, object]:
         """What the console's stream list shows: counters, live fps and latency, the chain."""
         from agentir.daemon.store import rfc3339
@@ -240,7 +241,6 @@ class _StreamSocket:
         recent = [t for t in self.out_times if now - t <= 2.0]
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else 0.0
         latencies = self.summary.latencies_ms[-32:]
-        dropped = (self.slot.dropped if self.slot is not None else 0) + self.outbox.dropped
         return {
             "id": self.id,
             "client": self.client,
@@ -249,7 +249,7 @@ class _StreamSocket:
             "opened_at": rfc3339(self.opened),
             "frames_in": self.frames_in,
             "frames_out": self.summary.frames_out,
-            "dropped": dropped,
+            "dropped": self.dropped,
             "errors": self.summary.errors,
             "fps": round(fps, 2),
             "latency_ms_p50": round(float(np.median(latencies)), 2) if latencies else None,
@@ -303,11 +303,11 @@ class _StreamSocket:
                 self.summary.engine = engine.stats()
                 await self.emit(result)
             self.summary.engine = engine.stats()
-        self.summary.dropped = (self.slot.dropped if self.slot is not None else 0) + self.outbox.dropped
+        self.summary.dropped = self.dropped
         self.summary.seconds = time.perf_counter() - self.t0
         summary = self.summary.as_dict()
         summary["frames_in"] = self.frames_in
-        summary["dropped_in"] = self.slot.dropped if self.slot is not None else 0
+        summary["dropped_in"] = self.dropped_in
         summary["dropped_out"] = self.outbox.dropped
         summary["outbound_peak"] = self.outbox.peak
         await self.outbox.put(StreamSummaryOut(summary=summary), droppable=False)
@@ -331,7 +331,7 @@ class _StreamSocket:
         h, w = result.image.shape[:2]
         self.chain, self.size = list(result.chain), (w, h)
         meta = result.meta()
-        meta["dropped"] = (self.slot.dropped if self.slot is not None else 0) + self.outbox.dropped
+        meta["dropped"] = self.dropped
         self.summary.frames_out += 1
         self.summary.latencies_ms.append(result.latency_ms)
         key = " > ".join(result.chain)

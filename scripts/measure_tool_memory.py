@@ -21,16 +21,13 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import json, sys
+import json, math, os, sys
 import numpy as np
+import torch
 import agentir.toolbox.tools  # noqa: F401
-from agentir.actors.scheduler import BatchScheduler
+from agentir.actors.scheduler import to_batch
+from agentir.bench.sizes import proc_status_kb
 from agentir.toolbox.base import TOOLS
-
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
 
 name, mp = sys.argv[1], float(sys.argv[2])
 w = int(math.sqrt(mp * 1e6 * 4 / 3)); h = int(w * 3 / 4)
@@ -39,16 +36,13 @@ y, x = np.mgrid[0:h, 0:w].astype(np.float32)
 img = np.stack([x / w, y / h, 0.5 + 0.4 * np.sin(x / 37 + y / 53)], -1) * 180 + rng.normal(0, 12, (h, w, 3))
 img = np.clip(img, 0, 255).astype(np.uint8)
 tool = TOOLS.get(name)
-small = img[:64, :64]
-from agentir.actors.scheduler import to_batch
-import torch
 with torch.inference_mode():
-    tool(to_batch([small]))  # warm-up: lazy imports and caches are not the image's cost
-    before = hwm()
+    tool(to_batch([img[:64, :64]]))  # warm-up: lazy imports and caches are not the image's cost
+    before = proc_status_kb(os.getpid(), "VmHWM") * 1024
     tool(to_batch([img]))
-after = hwm()
+after = proc_status_kb(os.getpid(), "VmHWM") * 1024
 print(json.dumps({"tool": name, "pixels": h * w, "bytes": max(0, after - before)}))
-""".replace("import json, sys", "import json, math, sys")
+"""
 
 
 def main() -> int:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_parser", "main_bench_sizes", "mosaic"]
+__all__ = ["build_parser", "main_bench_sizes", "mosaic", "proc_status_kb"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,14 +101,14 @@ def _child(src: str, dst: str, tile_threshold: int) -> int:
         }
 
     row = anyio.run(run)
-    hwm = _status_kb(os.getpid(), "VmHWM")  # this process's own peak (an exec resets it; ru_maxrss does not)
+    hwm = proc_status_kb(os.getpid(), "VmHWM")  # this process's own peak (an exec resets it; ru_maxrss does not)
     if hwm:
         row["peak_rss_mb"] = round(hwm / 1024, 1)
     print(json.dumps(row), flush=True)
     return EXIT_OK
 
 
-def _status_kb(pid: int, field: str) -> int:
+def proc_status_kb(pid: int, field: str) -> int:
     """A ``/proc/PID/status`` field in kB (0 when unreadable)."""
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -121,7 +121,7 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 def _rss_bytes(pid: int) -> int:
-    return _status_kb(pid, "VmRSS") * 1024
+    return proc_status_kb(pid, "VmRSS") * 1024
 
 
 def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> 
 
     def watch() -> None:
         while proc.poll() is None:
-            peak_kb[0] = max(peak_kb[0], _status_kb(proc.pid, "VmHWM"))
+            peak_kb[0] = max(peak_kb[0], proc_status_kb(proc.pid, "VmHWM"))
             if _rss_bytes(proc.pid) > limit:
                 killed.set()
                 proc.kill()
@@ -144,20 +144,7 @@ def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> 
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    out_chunks: list[bytes] = []
-    err_chunks: list[bytes] = []
-    readers = [
-        threading.Thread(target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout else b""), daemon=True),
-        threading.Thread(target=lambda: err_chunks.append(proc.stderr.read() if proc.stderr else b""), daemon=True),
-    ]
-    for t in readers:
-        t.start()
-    proc.wait()
-    for t in readers:
-        t.join()
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
+    out, err = proc.communicate()  # reads both pipes until the child exits (or is killed)
     watcher.join(timeout=1)
     # The child's own peak (VmHWM, reported by it; polled here for a child that did not finish).
     # Not ru_maxrss: a spawned child inherits the parent's high-water mark from before its exec.
@@ -165,9 +152,9 @@ def _run_child(src: Path, dst: Path, tile_threshold: int, kill_above: float) -> 
     if killed.is_set():
         row.update(status="killed", error=f"resident memory passed --kill-above {kill_above:g} GB")
         return row
-    stdout = b"".join(out_chunks).decode(errors="replace").strip().splitlines()
+    stdout = out.decode(errors="replace").strip().splitlines()
     if proc.returncode != 0 or not stdout:
-        tail = b"".join(err_chunks).decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         row.update(status="failed", error=f"exit {proc.returncode}: {tail[0]}")
         return row
     row.update(json.loads(stdout[-1]))

@@ -268,7 +268,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/streams/{id}/preview.jpg",
         "getStreamPreview",
-        "The stream's latest restored frame as a small JPEG (at most 320 px wide, refreshed up to 4 times a second)",
+        "The stream's latest restored frame as a small JPEG (at most 320 px on its longest side, refreshed up to 4 times a second)",
         parameters=({"name": "id", "in": "path", "required": True, "description": "the stream id (from GET /v1/streams)", "schema": {"type": "string"}},),
         responses={
             200: ("the JPEG", {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}),
